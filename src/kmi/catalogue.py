@@ -1,0 +1,415 @@
+"""The catalogue: `distros/<flavor>.yaml` -> frozen Flavor and Target objects.
+
+The dataclasses below are the schema (see schema.py); docs/catalogue.md documents them.
+Loading reports every problem of every file at once, as `file: .path.to.key: message`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from kmi import schema, templates
+from kmi.errors import CatalogueError
+
+Tier = Literal["planned", "preview", "proposed", "stable"]
+NAME = re.compile(r"^[a-z0-9][a-z0-9.-]*$")
+FINGERPRINT = re.compile(r"^[0-9A-F]{40}$")
+LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class Arch(enum.StrEnum):
+    """Architectures, by their OCI names."""
+
+    AMD64 = "amd64"
+    ARM64 = "arm64"
+    S390X = "s390x"
+
+
+def _doc(text: str, check: schema.Check | None = None) -> Any:
+    meta: dict[str, Any] = {"doc": text}
+    if check is not None:
+        meta["check"] = check
+    return meta
+
+
+def _name(value: str) -> str | None:
+    return None if NAME.match(value) else "use lowercase letters, digits, '.' and '-'"
+
+
+def _url_template(allowed: frozenset[str]) -> schema.Check:
+    def check(value: str) -> str | None:
+        relative = value.startswith(("{dir}", "{url}", "{checksum_url}"))
+        if not value.startswith(("https://", "http://")) and not relative:
+            return f"expected an http(s) URL or one starting with {{dir}} or {{url}}, got {value!r}"
+        return templates.unknown_placeholders(value, allowed)
+
+    return check
+
+
+def _regex_template(allowed: frozenset[str], group: str) -> schema.Check:
+    def check(value: str) -> str | None:
+        if value == "":
+            return None
+        problem = templates.unknown_placeholders(value, allowed)
+        if problem:
+            return problem
+        try:
+            pattern = re.compile(templates.render(value, dict.fromkeys(allowed, "x"), regex=True))
+        except re.error as err:
+            return f"not a valid regular expression: {err}"
+        if group not in pattern.groupindex:
+            return f"the pattern needs a named group (?P<{group}>...)"
+        return None
+
+    return check
+
+
+def _fingerprints(values: tuple[str, ...]) -> str | None:
+    bad = [v for v in values if not FINGERPRINT.match(v)]
+    return f"not a 40-digit uppercase hex fingerprint: {bad[0]!r}" if bad else None
+
+
+def _templates(allowed: frozenset[str]) -> schema.Check:
+    return lambda value: templates.unknown_placeholders(value, allowed) if value else None
+
+
+@dataclass(frozen=True)
+class Version:
+    """One maintained release of a flavor."""
+
+    version: str = field(metadata=_doc("release version, e.g. '42', '24.04'", _name))
+    name: str = field(default="", metadata=_doc("release name, e.g. 'noble', 'bookworm'"))
+    arches: tuple[Arch, ...] = field(
+        default=(), metadata=_doc("the arches of this version, if fewer than the flavor's")
+    )
+
+
+@dataclass(frozen=True)
+class Discovery:
+    """How `doit discover` finds the newest build of a version."""
+
+    kind: Literal["listing", "dated-folders", "releases-json", "simplestreams"] = field(
+        metadata=_doc("the upstream's way of publishing builds (see docs/catalogue.md)")
+    )
+    index: str = field(
+        metadata=_doc(
+            "URL of the page or JSON that lists builds", _url_template(templates.VERSION_VARS)
+        )
+    )
+    match: str = field(
+        default="",
+        metadata=_doc(
+            "listing, releases-json: regex of the image file name with a (?P<release>...) group",
+            _regex_template(templates.VERSION_VARS, "release"),
+        ),
+    )
+    folder: str = field(
+        default="",
+        metadata=_doc(
+            "dated-folders: regex of a build folder name with a (?P<release>...) group",
+            _regex_template(templates.VERSION_VARS, "release"),
+        ),
+    )
+    file: str = field(
+        default="",
+        metadata=_doc(
+            "dated-folders: the image file name in a build folder",
+            _templates(templates.RELEASE_VARS),
+        ),
+    )
+    filter: dict[str, str] = field(
+        default_factory=dict,
+        metadata=_doc("releases-json: fields an entry must have, e.g. {variant: Cloud}"),
+    )
+    product: str = field(
+        default="",
+        metadata=_doc("simplestreams: product id", _templates(templates.VERSION_VARS)),
+    )
+    item: str = field(default="disk1.img", metadata=_doc("simplestreams: item ftype"))
+    base: str = field(
+        default="",
+        metadata=_doc("simplestreams: URL that item paths are relative to"),
+    )
+
+
+@dataclass(frozen=True)
+class Track:
+    """A policy that follows new versions upstream, e.g. "keep the newest two"."""
+
+    index: str = field(
+        metadata=_doc("URL of the page listing versions", _url_template(frozenset({"flavor"})))
+    )
+    match: str = field(
+        metadata=_doc(
+            "regex of a version in that page, with a (?P<version>...) group",
+            _regex_template(frozenset({"flavor"}), "version"),
+        )
+    )
+    keep: int = field(default=2, metadata=_doc("how many of the newest versions to maintain"))
+
+
+@dataclass(frozen=True)
+class Checksum:
+    """Where upstream publishes the digest of each image."""
+
+    url: str = field(
+        metadata=_doc("URL of the checksum file", _url_template(templates.FILE_VARS))
+    )
+    format: Literal["bsd", "gnu", "single", "json"] = field(
+        metadata=_doc("bsd: 'SHA256 (f) = h'; gnu: 'h  f' or 'h *f'; single: one digest; json")
+    )
+    algorithm: Literal["sha256", "sha512"] = field(metadata=_doc("digest algorithm"))
+
+
+@dataclass(frozen=True)
+class Signature:
+    """How the checksum file is signed, and whose keys are trusted."""
+
+    kind: Literal["clearsigned", "detached", "none"] = field(
+        metadata=_doc("clearsigned checksum file, detached signature, or none (unsigned)")
+    )
+    of: Literal["checksum", "image"] = field(
+        default="checksum",
+        metadata=_doc("detached: what is signed, the checksum file or the image itself"),
+    )
+    url: str = field(
+        default="",
+        metadata=_doc(
+            "detached: URL of the signature", _url_template(templates.SIGNATURE_VARS)
+        ),
+    )
+    keys: tuple[str, ...] = field(
+        default=(),
+        metadata=_doc("where the public keys come from: URLs, or files relative to the catalogue"),
+    )
+    fingerprints: tuple[str, ...] = field(
+        default=(),
+        metadata=_doc("pinned primary-key fingerprints (40 hex digits)", _fingerprints),
+    )
+
+
+@dataclass(frozen=True)
+class Upstream:
+    """Where and how upstream publishes its cloud images."""
+
+    arches: dict[Arch, str] = field(
+        metadata=_doc("the arches built, each with the upstream's own name (amd64: x86_64)")
+    )
+    discovery: Discovery = field(metadata=_doc("how builds are found"))
+    checksum: Checksum = field(metadata=_doc("where digests are published"))
+    signature: Signature = field(metadata=_doc("how the checksum file is signed"))
+    compression: Literal["none", "xz", "gz", "bz2"] = field(
+        default="none", metadata=_doc("transport compression removed after download")
+    )
+
+
+@dataclass(frozen=True)
+class FileSpec:
+    """A file written into the image."""
+
+    path: str = field(metadata=_doc("absolute path in the guest"))
+    content: str = field(metadata=_doc("file content"))
+    mode: str = field(default="0644", metadata=_doc("octal mode"))
+
+
+@dataclass(frozen=True)
+class Customize:
+    """What the sysprep stage changes in the guest."""
+
+    packages: tuple[str, ...] = field(default=(), metadata=_doc("packages to install"))
+    update: bool = field(default=False, metadata=_doc("update all packages first"))
+    commands: tuple[str, ...] = field(
+        default=(), metadata=_doc("shell commands run in the guest after installing")
+    )
+    post_commands: tuple[str, ...] = field(
+        default=(), metadata=_doc("shell commands run in the guest last")
+    )
+    firstboot_commands: tuple[str, ...] = field(
+        default=(), metadata=_doc("shell commands run once at the VM's first boot")
+    )
+    files: tuple[FileSpec, ...] = field(default=(), metadata=_doc("files to write"))
+    services: tuple[str, ...] = field(default=(), metadata=_doc("systemd units to enable"))
+    selinux_relabel: bool = field(default=False, metadata=_doc("relabel SELinux contexts"))
+    network: bool = field(
+        default=False, metadata=_doc("give the libguestfs appliance a network while customizing")
+    )
+    scripts: tuple[str, ...] = field(
+        default=(), metadata=_doc("extra host scripts (relative to the catalogue) run on the image")
+    )
+
+
+@dataclass(frozen=True)
+class Sysprep:
+    """virt-sysprep operations: what host identity is removed."""
+
+    operations: tuple[str, ...] = field(
+        default=("defaults",),
+        metadata=_doc("virt-sysprep --operations list, e.g. [defaults, -ssh-userdir]"),
+    )
+
+
+@dataclass(frozen=True)
+class ContainerDisk:
+    """Metadata of the published containerdisk."""
+
+    user: str = field(metadata=_doc("the default cloud-init user"))
+    instancetype: str = field(default="u1.medium", metadata=_doc("default instancetype"))
+    preference: str = field(
+        default="",
+        metadata=_doc("default preference; may use {version}", _templates(templates.VERSION_VARS)),
+    )
+    preferences: dict[Arch, str] = field(
+        default_factory=dict, metadata=_doc("per-arch preference overrides")
+    )
+
+
+@dataclass(frozen=True)
+class Flavor:
+    """One catalogue file: a distribution line and everything needed to build it."""
+
+    name: str = field(metadata=_doc("flavor name; the file must be <name>.yaml", _name))
+    description: str = field(metadata=_doc("one sentence for users"))
+    homepage: str = field(metadata=_doc("upstream home page"))
+    license: str = field(metadata=_doc("upstream licence of the image"))
+    tier: Tier = field(metadata=_doc("support tier"))
+    versions: tuple[Version, ...] = field(metadata=_doc("versions to maintain"))
+    upstream: Upstream = field(metadata=_doc("where the images come from"))
+    containerdisk: ContainerDisk = field(metadata=_doc("published image metadata"))
+    documentation: str = field(default="", metadata=_doc("upstream docs for these images"))
+    track: Track | None = field(default=None, metadata=_doc("follow new versions upstream"))
+    customize: Customize = field(default_factory=Customize, metadata=_doc("guest changes"))
+    sysprep: Sysprep = field(default_factory=Sysprep, metadata=_doc("sysprep operations"))
+    source: Path = field(default=Path(), metadata={"internal": True})
+
+    def arches_of(self, version: Version) -> tuple[Arch, ...]:
+        return version.arches or tuple(self.upstream.arches)
+
+
+@dataclass(frozen=True)
+class Target:
+    """One disk for one arch: `<flavor>-<version>-<arch>`."""
+
+    flavor: Flavor
+    version: Version
+    arch: Arch
+
+    @property
+    def name(self) -> str:
+        return f"{self.flavor.name}-{self.version.version}-{self.arch}"
+
+    @property
+    def image(self) -> str:
+        return f"{self.flavor.name}-{self.version.version}"
+
+    @property
+    def upstream_arch(self) -> str:
+        return self.flavor.upstream.arches[self.arch]
+
+    def template_values(self) -> dict[str, str]:
+        """The values every template of this target may use."""
+        return {
+            "flavor": self.flavor.name,
+            "version": self.version.version,
+            "name": self.version.name,
+            "arch": str(self.arch),
+            "uarch": self.upstream_arch,
+        }
+
+
+@dataclass(frozen=True)
+class Catalogue:
+    """All flavors, in file-name order."""
+
+    flavors: tuple[Flavor, ...]
+
+    def flavor(self, name: str) -> Flavor:
+        for f in self.flavors:
+            if f.name == name:
+                return f
+        raise KeyError(name)
+
+
+def _cross_checks(flavor: Flavor) -> list[str]:
+    """Rules that span several keys."""
+    problems = []
+    seen: set[str] = set()
+    for i, v in enumerate(flavor.versions):
+        if v.version in seen:
+            problems.append(f".versions[{i}].version: {v.version!r} is listed twice")
+        seen.add(v.version)
+        for arch in v.arches:
+            if arch not in flavor.upstream.arches:
+                problems.append(f".versions[{i}].arches: {arch} is not in .upstream.arches")
+    d = flavor.upstream.discovery
+    needs = {
+        "listing": ("match",),
+        "dated-folders": ("folder", "file"),
+        "releases-json": ("match",),
+        "simplestreams": ("product", "base"),
+    }[d.kind]
+    for key in needs:
+        if not getattr(d, key):
+            problems.append(f".upstream.discovery.{key}: required when kind is {d.kind}")
+    sig = flavor.upstream.signature
+    if sig.kind == "detached" and not sig.url:
+        problems.append(".upstream.signature.url: required when kind is detached")
+    if sig.of == "image" and sig.kind != "detached":
+        problems.append(".upstream.signature.of: 'image' needs kind: detached")
+    return problems
+
+
+def load_flavor(path: Path) -> tuple[Flavor | None, list[str]]:
+    """Parse and validate one catalogue file; problems come back prefixed with the file."""
+    try:
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=LOADER)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark is not None else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        return None, [f"{path}{where}: invalid YAML: {problem}"]
+    except OSError as err:
+        return None, [f"{path}: cannot read: {err.strerror}"]
+    problems: list[str] = []
+    flavor = schema.build(Flavor, data, "", problems)
+    if flavor is not schema.INVALID:
+        problems += _cross_checks(flavor)
+        if flavor.name != path.stem:
+            problems.append(f".name: {flavor.name!r} does not match the file name {path.name!r}")
+    located = [f"{path}: {p}" for p in problems]
+    if located or flavor is schema.INVALID:
+        return None, located
+    return _with_source(flavor, path), []
+
+
+def _with_source(flavor: Flavor, path: Path) -> Flavor:
+    return dataclasses.replace(flavor, source=path)
+
+
+def load_catalogue(directory: Path) -> Catalogue:
+    """Load every `*.yaml` in `directory`; raise CatalogueError listing every problem."""
+    if not directory.is_dir():
+        raise CatalogueError([f"{directory}: catalogue folder not found (set KMI_CATALOGUE)"])
+    flavors, problems = [], []
+    for path in sorted(directory.glob("*.yaml")):
+        flavor, found = load_flavor(path)
+        problems += found
+        if flavor is not None:
+            flavors.append(flavor)
+    if problems:
+        raise CatalogueError(problems)
+    if not flavors:
+        raise CatalogueError([f"{directory}: no <flavor>.yaml files in the catalogue folder"])
+    return Catalogue(tuple(flavors))
+
+
+def targets_of(flavor: Flavor, versions: tuple[Version, ...] | None = None) -> list[Target]:
+    """Every target of a flavor, for the given versions (default: the catalogue's)."""
+    chosen = flavor.versions if versions is None else versions
+    return [Target(flavor, v, a) for v in chosen for a in flavor.arches_of(v)]
