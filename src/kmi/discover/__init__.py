@@ -1,0 +1,225 @@
+"""Discovery: find the newest build of every maintained target and pin it in the lock.
+
+A build is pinned only after its checksum file was fetched, its signature verified
+against the pinned fingerprints (unless the flavor says upstream signs nothing), and its
+digest read from the verified text. Nothing unverified reaches the lock.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from kmi import lock as lockfile
+from kmi import templates
+from kmi.catalogue import Flavor, Target, Version, targets_of
+from kmi.checksums import find_digest
+from kmi.discover.finders import Build, find_builds, find_versions
+from kmi.errors import KmiError, TransferError, VerificationError
+from kmi.keys import stage_key
+from kmi.lock import Lock, LockEntry
+from kmi.net import Http
+from kmi.signatures import Keyring
+
+MAX_FALLBACK = 3  # older builds tried when the newest is not (yet) fully published
+
+
+class NotPublished(KmiError):
+    """A build whose checksum does not list the file yet: try the one before it."""
+
+
+def source_key(target: Target) -> str:
+    """A hash of the catalogue settings that decide which upstream file a target pins."""
+    up = target.flavor.upstream
+    config = {
+        "discovery": dataclasses.asdict(up.discovery),
+        "checksum": dataclasses.asdict(up.checksum),
+        "signature": dataclasses.asdict(up.signature),
+        "compression": up.compression,
+        "values": target.template_values(),
+    }
+    return stage_key("upstream", config)[:16]
+
+
+def maintained_versions(flavor: Flavor, lock: Lock) -> tuple[Version, ...]:
+    """The catalogue's versions, or those a tracking policy found (kept in the lock)."""
+    tracked = lock.versions.get(flavor.name)
+    if flavor.track is None or not tracked:
+        return flavor.versions
+    known = {v.version: v for v in flavor.versions}
+    return tuple(known.get(v, Version(version=v)) for v in tracked)
+
+
+def maintained_targets(flavor: Flavor, lock: Lock) -> list[Target]:
+    return targets_of(flavor, maintained_versions(flavor, lock))
+
+
+class KeyringCache:
+    """One keyring per flavor per run: keys are fetched and imported once."""
+
+    def __init__(self, http: Http) -> None:
+        self.http = http
+        self._rings: dict[str, Keyring] = {}
+
+    def of(self, flavor: Flavor) -> Keyring:
+        if flavor.name not in self._rings:
+            sig = flavor.upstream.signature
+            what = f"{flavor.source}: upstream.signature"
+            keys = [self._key(flavor, ref) for ref in sig.keys]
+            self._rings[flavor.name] = Keyring(keys, sig.fingerprints, what)
+        return self._rings[flavor.name]
+
+    def _key(self, flavor: Flavor, ref: str) -> bytes:
+        if ref.startswith(("https://", "http://")):
+            return self.http.content(ref)
+        path = flavor.source.parent / ref
+        try:
+            return path.read_bytes()
+        except OSError as err:
+            raise KmiError(f"{flavor.source}: upstream.signature.keys: {path}: {err.strerror}")
+
+    def close(self) -> None:
+        for ring in self._rings.values():
+            ring.__exit__()
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def pin(http: Http, rings: KeyringCache, target: Target, build: Build) -> LockEntry:
+    """Verify one build's checksum file (and its signature) and make its lock entry."""
+    up = target.flavor.upstream
+    directory, _, filename = build.url.rpartition("/")
+    values = {**target.template_values(), "release": build.release, "url": build.url,
+              "dir": directory, "file": filename}
+    checksum_url = templates.render(up.checksum.url, values)
+    values["checksum_url"] = checksum_url
+    try:
+        raw = http.content(checksum_url)
+    except TransferError as err:
+        if "HTTP 404" in str(err):
+            raise NotPublished(str(err)) from None
+        raise
+    text, signed_by, image_sig = _verified_text(http, rings, target, raw, values)
+    try:
+        hexdigest = find_digest(text, up.checksum.format, filename, up.checksum.algorithm,
+                                http.describe(checksum_url))
+    except VerificationError as err:
+        raise NotPublished(str(err)) from None
+    if build.index_digest and build.index_digest.lower() != hexdigest:
+        raise VerificationError(
+            f"{target.name}: the index says {build.index_digest} but the verified checksum "
+            f"file {checksum_url} says {hexdigest}; refusing both"
+        )
+    size = build.size if build.size is not None else http.size(build.url)
+    return LockEntry(
+        flavor=target.flavor.name, url=build.url, digest=f"{up.checksum.algorithm}:{hexdigest}", size=size,
+        release=build.release, found=_now(), checksum_url=checksum_url, signed_by=signed_by,
+        image_signature_url=image_sig, source=source_key(target),
+    )
+
+
+def _verified_text(http: Http, rings: KeyringCache, target: Target, raw: bytes,
+                   values: dict[str, str]) -> tuple[str, str, str]:
+    """(checksum text to trust, who signed it, URL of the image's own signature)."""
+    sig = target.flavor.upstream.signature
+    text = raw.decode("utf-8", errors="replace")
+    if sig.kind == "none":
+        return text, "unsigned", ""
+    ring = rings.of(target.flavor)
+    if sig.kind == "clearsigned":
+        verified, fingerprint = ring.clearsigned(raw)
+        return verified, fingerprint, ""
+    signature_url = templates.render(sig.url, values)
+    if sig.of == "image":
+        return text, "image", signature_url
+    signature = http.content(signature_url)
+    with tempfile.NamedTemporaryFile(prefix="kmi-checksum-") as data:
+        data.write(raw)
+        data.flush()
+        return text, ring.detached(Path(data.name), signature), ""
+
+
+def discover_target(http: Http, rings: KeyringCache, target: Target) -> LockEntry:
+    """Pin the newest fully published build of one target."""
+    builds = find_builds(http, target)
+    if not builds:
+        index = templates.render(target.flavor.upstream.discovery.index,
+                                 target.template_values())
+        raise KmiError(f"{target.name}: no build found at {http.describe(index)}; "
+                       f"check upstream.discovery in {target.flavor.source}")
+    problems = []
+    for build in builds[:MAX_FALLBACK]:
+        try:
+            return pin(http, rings, target, build)
+        except NotPublished as err:
+            problems.append(str(err))
+    raise KmiError(f"{target.name}: newest builds not fully published: {problems[0]}")
+
+
+def describe_change(name: str, old: LockEntry | None, new: LockEntry | None) -> str:
+    if old is None and new is not None:
+        return f"{name}: new {new.release} {new.digest[:19]}… ({new.signed_by})"
+    if new is None and old is not None:
+        return f"{name}: removed (was {old.release})"
+    assert old is not None and new is not None
+    return f"{name}: {old.release} -> {new.release} ({old.digest[:19]}… -> {new.digest[:19]}…)"
+
+
+def record(lock_path: Path, name: str, entry: LockEntry) -> str | None:
+    """Write one entry unless the lock already pins the same build; the change line or None."""
+    with lockfile.updating(lock_path) as lock:
+        old = lock.targets.get(name)
+        if old is not None and old.same_build(entry):
+            if old.source != entry.source:
+                lock.targets[name] = dataclasses.replace(old, source=entry.source)
+            return None
+        lock.targets[name] = entry
+        return describe_change(name, old, entry)
+
+
+def discover_flavor(http: Http, lock_path: Path, flavor: Flavor,
+                    say: Callable[[str], None]) -> list[str]:
+    """Refresh every target of a flavor; returns the failures (one line each)."""
+    failures: list[str] = []
+    if flavor.track is not None:
+        versions = find_versions(http, flavor)
+        if not versions:
+            failures.append(f"{flavor.name}: track.match found no version at {flavor.track.index}")
+        else:
+            _record_versions(lock_path, flavor.name, versions, say)
+    current = maintained_targets(flavor, lockfile.read_lock(lock_path))
+    rings = KeyringCache(http)
+    try:
+        for target in current:
+            try:
+                change = record(lock_path, target.name, discover_target(http, rings, target))
+            except KmiError as err:
+                failures.append(str(err).splitlines()[0])
+                continue
+            say(change or f"{target.name}: unchanged")
+    finally:
+        rings.close()
+    _drop_unmaintained(lock_path, flavor, {t.name for t in current}, say)
+    return failures
+
+
+def _record_versions(lock_path: Path, flavor: str, versions: list[str],
+                     say: Callable[[str], None]) -> None:
+    with lockfile.updating(lock_path) as lock:
+        old = lock.versions.get(flavor)
+        if old != versions:
+            say(f"{flavor}: maintained versions {old or '(catalogue)'} -> {versions}")
+            lock.versions[flavor] = versions
+
+
+def _drop_unmaintained(lock_path: Path, flavor: Flavor, keep: set[str],
+                       say: Callable[[str], None]) -> None:
+    with lockfile.updating(lock_path) as lock:
+        for name, entry in sorted(lock.targets.items()):
+            if entry.flavor == flavor.name and name not in keep:
+                say(describe_change(name, lock.targets.pop(name), None))

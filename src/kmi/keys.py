@@ -1,0 +1,62 @@
+"""Stage keys: a hash of everything that shapes a stage's output, stored in its receipt.
+
+A stage is up to date when its receipt exists and holds the key computed now. Keys chain:
+each includes the keys of its inputs, so a change upstream reaches everything downstream,
+and a change to one flavor's settings reaches only that flavor's targets.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from kmi.files import write_if_changed
+
+KEY_FORMAT = 1
+
+
+def stage_key(
+    stage: str,
+    config: Mapping[str, Any],
+    tools: Mapping[str, str] | None = None,
+    inputs: Sequence[str] = (),
+) -> str:
+    """The key of one stage output; `config` must be JSON-serialisable."""
+    material = {
+        "format": KEY_FORMAT,
+        "stage": stage,
+        "config": config,
+        "tools": dict(tools or {}),
+        "inputs": list(inputs),
+    }
+    blob = json.dumps(material, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def read_receipt(path: Path) -> dict[str, Any] | None:
+    """A receipt's content, or None when it is missing or unreadable (then: rebuild)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def receipt_key(path: Path) -> str | None:
+    data = read_receipt(path)
+    key = data.get("key") if data else None
+    return key if isinstance(key, str) else None
+
+
+def is_current(path: Path, key: str) -> bool:
+    """Whether the receipt at `path` records exactly `key`."""
+    return receipt_key(path) == key
+
+
+def write_receipt(path: Path, key: str, details: Mapping[str, Any]) -> None:
+    """Write the receipt atomically; call it last, after the output is verified and in place."""
+    text = json.dumps({"key": key, **details}, indent=2, sort_keys=True) + "\n"
+    write_if_changed(path, text)

@@ -1,0 +1,53 @@
+"""Every artifact path, in one place: doit matches targets and deps by exact string."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from kmi.settings import Settings
+
+
+@dataclass(frozen=True)
+class Paths:
+    """Paths under the build folder (per target) and the cache folder (by content)."""
+
+    build: Path
+    cache: Path
+
+    @classmethod
+    def of(cls, settings: Settings) -> Paths:
+        return cls(settings.build_dir, settings.cache_dir)
+
+    def target_dir(self, target: str) -> Path:
+        return self.build / target
+
+    def receipt(self, target: str, stage: str) -> Path:
+        """The stage's receipt: its key and what it made, written last."""
+        return self.build / target / f"{stage}.json"
+
+    def log(self, target: str, stage: str) -> Path:
+        return self.build / target / "logs" / f"{stage}.log"
+
+    def blob(self, digest: str) -> Path:
+        """Verified upstream bytes, exactly as served, named by their digest."""
+        algorithm, hexdigest = digest.split(":", 1)
+        return self.cache / "downloads" / algorithm / hexdigest
+
+    def partial(self, digest: str) -> Path:
+        """An unverified, possibly cut transfer; resumed by the next download."""
+        algorithm, hexdigest = digest.split(":", 1)
+        return self.cache / "partial" / algorithm / f"{hexdigest}.part"
+
+    def image(self, digest: str, compression: str) -> Path:
+        """The upstream disk image with transport compression removed."""
+        if compression == "none":
+            return self.blob(digest)
+        algorithm, hexdigest = digest.split(":", 1)
+        return self.cache / "images" / algorithm / hexdigest
+
+    def doit_db(self) -> Path:
+        return self.cache / "doit-state.json"
+
+    def results(self) -> Path:
+        return self.build / "results.json"

@@ -1,0 +1,1 @@
+"""Pipeline stages: plain typed functions, no doit; tasks.py adapts them."""

@@ -1,0 +1,285 @@
+"""The doit glue: task_* generators in pipeline order, and the actions that call stages.
+
+Loading is cheap (YAML, the lock, no network, no hashing, no tool probing) so `doit list`
+stays instant. Up-to-date checks compare stage keys with receipts and stat outputs; they
+never read a large file. Expected failures become one-line TaskFailed messages.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from doit.exceptions import InvalidDodoFile, TaskFailed
+from doit.reporter import ConsoleReporter
+
+from kmi import discover
+from kmi.catalogue import Catalogue, Target, load_catalogue
+from kmi.errors import KmiError
+from kmi.keys import is_current, write_receipt
+from kmi.lock import Lock, LockEntry, read_lock
+from kmi.net import Http
+from kmi.paths import Paths
+from kmi.settings import Settings, load_settings
+from kmi.stages.checksum import checksum_key, verify_cached
+from kmi.stages.download import download, download_key
+
+TaskDict = dict[str, Any]
+
+
+class Context:
+    """What every task generator and action of one doit process shares, loaded lazily."""
+
+    def __init__(self) -> None:
+        self._lock: tuple[tuple[int, int], Lock] | None = None
+
+    @cached_property
+    def settings(self) -> Settings:
+        return load_settings()
+
+    @cached_property
+    def paths(self) -> Paths:
+        return Paths.of(self.settings)
+
+    @cached_property
+    def catalogue(self) -> Catalogue:
+        try:
+            return load_catalogue(self.settings.catalogue_dir)
+        except KmiError as err:
+            raise InvalidDodoFile(f"the catalogue has problems:\n{err}") from None
+
+    @cached_property
+    def http(self) -> Http:
+        return Http(self.settings)
+
+    def lock(self) -> Lock:
+        """The lock file, re-read only when it changed on disk (other tasks may write it)."""
+        path = self.settings.lock_file
+        try:
+            st = path.stat()
+            stamp = (st.st_mtime_ns, st.st_size)
+        except FileNotFoundError:
+            return Lock()
+        if self._lock is None or self._lock[0] != stamp:
+            self._lock = (stamp, read_lock(path))
+        return self._lock[1]
+
+    @cached_property
+    def targets(self) -> dict[str, Target]:
+        lock = self.lock()
+        return {
+            t.name: t
+            for flavor in self.catalogue.flavors
+            for t in discover.maintained_targets(flavor, lock)
+        }
+
+    def pinned(self, target: Target) -> LockEntry | None:
+        """The target's lock entry, if it was found with the catalogue's current settings."""
+        entry = self.lock().targets.get(target.name)
+        if entry is None or entry.source != discover.source_key(target):
+            return None
+        return entry
+
+    def entry_for(self, target: Target) -> LockEntry:
+        """The lock entry, discovered now when missing, unless the lock is frozen."""
+        entry = self.pinned(target)
+        if entry is not None:
+            return entry
+        lock_file = self.settings.lock_file
+        if self.settings.locked:
+            why = "is not pinned" if target.name not in self.lock().targets else (
+                "was pinned with other upstream settings")
+            raise KmiError(f"{target.name} {why} in {lock_file} and KMI_LOCKED is set; "
+                           f"run: doit discover:{target.flavor.name}, and commit the lock")
+        print(f"{target.name}: not pinned in {lock_file}; discovering it", flush=True)
+        rings = discover.KeyringCache(self.http)
+        try:
+            found = discover.discover_target(self.http, rings, target)
+        finally:
+            rings.close()
+        change = discover.record(lock_file, target.name, found)
+        print(change or f"{target.name}: unchanged", flush=True)
+        return found
+
+
+CTX = Context()
+
+
+def _guarded(action: Callable[..., None]) -> Callable[..., TaskFailed | None]:
+    """Run an action; a KmiError becomes a TaskFailed with its message, no traceback."""
+
+    def run(*args: Any) -> TaskFailed | None:
+        try:
+            action(*args)
+        except KmiError as err:
+            return TaskFailed(str(err))
+        return None
+
+    run.__name__ = action.__name__
+    run.__doc__ = action.__doc__
+    return run
+
+
+# --- download ---------------------------------------------------------------------------
+
+
+def _download_state(target: Target) -> tuple[LockEntry, str] | None:
+    entry = CTX.pinned(target)
+    if entry is None:
+        return None
+    return entry, download_key(entry, target.flavor.upstream.compression)
+
+
+def download_is_current(name: str) -> bool:
+    target = CTX.targets[name]
+    state = _download_state(target)
+    if state is None:
+        return False
+    entry, key = state
+    compression = target.flavor.upstream.compression
+    return (is_current(CTX.paths.receipt(name, "download"), key)
+            and CTX.paths.image(entry.digest, compression).exists())
+
+
+def _image_check(target: Target, entry: LockEntry) -> Callable[[Path], str] | None:
+    if not entry.image_signature_url:
+        return None
+    rings = discover.KeyringCache(CTX.http)
+    signature = CTX.http.content(entry.image_signature_url)
+
+    def check(path: Path) -> str:
+        try:
+            return rings.of(target.flavor).detached(path, signature)
+        finally:
+            rings.close()
+
+    return check
+
+
+def run_download(name: str) -> None:
+    target = CTX.targets[name]
+    entry = CTX.entry_for(target)
+    compression = target.flavor.upstream.compression
+    fetched = download(CTX.http, CTX.paths, name, entry, compression, CTX.settings.progress,
+                       _image_check(target, entry))
+    how = f"fetched {fetched.transferred} bytes" if fetched.transferred else "in the cache"
+    print(f"{name}: {entry.release} {how}, {entry.digest[:19]}… verified", flush=True)
+    write_receipt(CTX.paths.receipt(name, "download"), download_key(entry, compression), {
+        "target": name, "url": entry.url, "digest": entry.digest, "release": entry.release,
+        "image": str(fetched.image), "signed_by": entry.signed_by,
+    })
+
+
+def task_discover() -> Iterator[TaskDict]:
+    """Refresh the lock: newest signature-verified build of every target (network)."""
+    for flavor in CTX.catalogue.flavors:
+        yield {
+            "name": flavor.name,
+            "doc": f"refresh the lock entries of {flavor.name}",
+            "actions": [(_guarded(run_discover), [flavor.name])],
+            "uptodate": [False],
+            "verbosity": 2,
+        }
+
+
+def run_discover(flavor_name: str) -> None:
+    flavor = CTX.catalogue.flavor(flavor_name)
+
+    def say(line: str) -> None:
+        print(line, flush=True)
+
+    failures = discover.discover_flavor(CTX.http, CTX.settings.lock_file, flavor, say)
+    if failures:
+        raise KmiError("\n".join(failures))
+
+
+def task_download() -> Iterator[TaskDict]:
+    """Fetch each target's pinned upstream image, verified while it streams, into cache/."""
+    for name, target in CTX.targets.items():
+        yield {
+            "name": name,
+            "doc": f"{target.flavor.name} {target.version.version} {target.arch}",
+            "actions": [(_guarded(run_download), [name])],
+            "targets": [str(CTX.paths.receipt(name, "download"))],
+            "uptodate": [(download_is_current, [name])],
+            "verbosity": 2,
+        }
+
+
+# --- checksum ---------------------------------------------------------------------------
+
+
+def checksum_is_current(name: str) -> bool:
+    state = _download_state(CTX.targets[name])
+    if state is None:
+        return False
+    entry, dkey = state
+    return is_current(CTX.paths.receipt(name, "checksum"), checksum_key(entry, dkey))
+
+
+def run_checksum(name: str) -> None:
+    target = CTX.targets[name]
+    state = _download_state(target)
+    if state is None:
+        raise KmiError(f"{name}: not pinned in the lock; run: doit download:{name}")
+    entry, dkey = state
+    checked = verify_cached(CTX.paths, name, entry, target.flavor.upstream.compression)
+    print(f"{name}: {checked} cached bytes match {entry.digest[:19]}…", flush=True)
+    write_receipt(CTX.paths.receipt(name, "checksum"), checksum_key(entry, dkey), {
+        "target": name, "digest": entry.digest, "bytes": checked,
+    })
+
+
+def task_checksum() -> Iterator[TaskDict]:
+    """Prove each target's cached bytes still match the digest pinned in the lock."""
+    for name, target in CTX.targets.items():
+        yield {
+            "name": name,
+            "doc": f"{target.flavor.name} {target.version.version} {target.arch}",
+            "actions": [(_guarded(run_checksum), [name])],
+            "task_dep": [f"download:{name}"],
+            "targets": [str(CTX.paths.receipt(name, "checksum"))],
+            "uptodate": [(checksum_is_current, [name])],
+            "verbosity": 2,
+        }
+
+
+# --- reporting --------------------------------------------------------------------------
+
+
+class KmiReporter(ConsoleReporter):  # type: ignore[misc]
+    """doit's console reporter, with failures as `FAILED task: message` and a summary."""
+
+    def _write_failure(self, result: dict[str, Any], write_exception: bool = True) -> None:
+        fail, task = result["exception"], result["task"]
+        if isinstance(fail, TaskFailed):
+            self.write(f"FAILED {task.name}: {fail.message}\n")
+        else:
+            super()._write_failure(result, write_exception)
+
+    def complete_run(self) -> None:
+        if self.failures:
+            names = ", ".join(r["task"].name for r in self.failures)
+            self.write(f"{len(self.failures)} task(s) failed: {names}\n")
+        if self.runtime_errors:
+            self.write("Execution aborted.\n" + "\n".join(self.runtime_errors) + "\n")
+
+
+def doit_config() -> dict[str, Any]:
+    """DOIT_CONFIG for dodo.py: state db in the cache, keep going past failures."""
+    try:
+        paths = CTX.paths
+    except KmiError as err:
+        sys.stderr.write(f"ERROR: {err}\n")
+        raise SystemExit(3) from None
+    paths.cache.mkdir(parents=True, exist_ok=True)
+    return {
+        "default_tasks": ["checksum"],
+        "dep_file": str(paths.doit_db()),
+        "backend": "json",
+        "continue": True,
+        "reporter": KmiReporter,
+    }
