@@ -16,6 +16,7 @@ def atomic_output(path: Path, mode: str = "wb") -> Iterator[IO[bytes]]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o644)  # mkstemp's 0600 would make shared outputs unreadable
         with os.fdopen(fd, mode) as out:
             yield out
             out.flush()

@@ -71,7 +71,7 @@ class Keyring:
         self._dir.cleanup()
 
     def _gpg(self, args: list[str], ok: Sequence[int] = (0,)) -> tools.Result:
-        base = ["--batch", "--no-tty", "--no-autostart", "--homedir", str(self.home)]
+        base = ["--batch", "--yes", "--no-tty", "--no-autostart", "--homedir", str(self.home)]
         return tools.run(tools.GPG, [*base, "--status-fd", "1", *args], ok_codes=ok)
 
     def clearsigned(self, signed: bytes) -> tuple[str, str]:

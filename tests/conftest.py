@@ -1,0 +1,81 @@
+"""Shared fixtures: a loopback mirror server, generated signing keys, a test catalogue."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.mirror_server import MirrorServer
+from tests.upstreams import TestKey, Upstreams, environment, pin_test_key
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def gpg_key(tmp_path_factory: pytest.TempPathFactory) -> TestKey:
+    return TestKey(tmp_path_factory.mktemp("gpg") / "home", "kmi test <test@kmi.invalid>")
+
+
+@pytest.fixture(scope="session")
+def other_key(tmp_path_factory: pytest.TempPathFactory) -> TestKey:
+    return TestKey(tmp_path_factory.mktemp("gpg2") / "home", "impostor <evil@kmi.invalid>")
+
+
+@pytest.fixture
+def mirror(tmp_path: Path) -> Iterator[MirrorServer]:
+    server = MirrorServer(tmp_path / "mirror").start()
+    (tmp_path / "mirror").mkdir()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def upstreams(mirror: MirrorServer, gpg_key: TestKey) -> Upstreams:
+    return Upstreams(mirror.root, gpg_key)
+
+
+@pytest.fixture
+def catalogue(tmp_path: Path, gpg_key: TestKey) -> Path:
+    return pin_test_key(REPO / "distros", tmp_path / "distros", gpg_key)
+
+
+@dataclass
+class DoitRun:
+    code: int
+    out: str
+
+    def ran(self) -> set[str]:
+        """Tasks that executed (doit prints `.  name`)."""
+        return {line[3:].strip() for line in self.out.splitlines() if line.startswith(".  ")}
+
+    def skipped(self) -> set[str]:
+        """Tasks found up to date (doit prints `-- name`)."""
+        return {line[3:].strip() for line in self.out.splitlines() if line.startswith("-- ")}
+
+
+@dataclass
+class Project:
+    """A kmi checkout's settings pointing at a temp catalogue, build, cache and mirror."""
+
+    work: Path
+    catalogue: Path
+    env: dict[str, str]
+
+    def doit(self, *args: str, **extra_env: str) -> DoitRun:
+        env = {**self.env, **extra_env}
+        done = subprocess.run(
+            [sys.executable, "-m", "doit", "-f", str(REPO / "dodo.py"), "-d", str(self.work),
+             *args],
+            env=env, capture_output=True, text=True, timeout=300,
+        )
+        return DoitRun(done.returncode, done.stdout + done.stderr)
+
+
+@pytest.fixture
+def project(tmp_path: Path, catalogue: Path, mirror: MirrorServer) -> Project:
+    return Project(tmp_path, catalogue, environment(catalogue, tmp_path, mirror.url))
