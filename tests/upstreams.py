@@ -16,6 +16,8 @@ from urllib.parse import urlsplit
 class TestKey:
     """A throw-away OpenPGP signing key in its own gpg home."""
 
+    __test__ = False  # not a pytest test class
+
     def __init__(self, home: Path, uid: str) -> None:
         home.mkdir(parents=True, exist_ok=True)
         home.chmod(0o700)

@@ -63,7 +63,7 @@ def _regex_template(allowed: frozenset[str], group: str) -> schema.Check:
         try:
             pattern = re.compile(templates.render(value, dict.fromkeys(allowed, "x"), regex=True))
         except re.error as err:
-            return f"not a valid regular expression: {err}"
+            return f"not a valid regular expression: {err.msg}"
         if group not in pattern.groupindex:
             return f"the pattern needs a named group (?P<{group}>...)"
         return None

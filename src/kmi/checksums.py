@@ -13,7 +13,7 @@ from kmi.errors import VerificationError
 
 HEX_LENGTH = {"sha256": 64, "sha512": 128}
 BSD_LINE = re.compile(r"^(?P<algo>[A-Z0-9-]+) \((?P<name>.+)\) = (?P<hex>[0-9a-fA-F]+)$")
-GNU_LINE = re.compile(r"^(?P<hex>[0-9a-fA-F]+)(?: [ *](?P<name>.+))?$")
+GNU_LINE = re.compile(r"^(?P<hex>[0-9a-fA-F]+)(?:\s+\*?(?P<name>.+))?$")
 
 
 def _lines(text: str) -> Iterator[str]:
@@ -57,27 +57,26 @@ def _single(text: str, filename: str, algorithm: str) -> list[str]:
     return entries
 
 
-def _json_digests(node: Any, filename: str, algorithm: str) -> Iterator[str]:
-    """Digests in the innermost objects that name the file (releases.json, simplestreams,
-    per-image manifests): a key named after the algorithm, or an "<algo>:<hex|base64>" value."""
-    if isinstance(node, list):
-        for item in node:
-            yield from _json_digests(item, filename, algorithm)
-        return
-    if not isinstance(node, dict):
-        return
-    inner = [d for v in node.values() for d in _json_digests(v, filename, algorithm)]
-    if inner:
-        yield from inner
-        return
-    strings = [v for v in node.values() if isinstance(v, str)]
-    if not any(s == filename or s.endswith("/" + filename) for s in strings):
-        return
-    if isinstance(node.get(algorithm), str):
-        yield node[algorithm]
-    for s in strings:
-        if s.startswith(algorithm + ":"):
-            yield _decode_prefixed(s[len(algorithm) + 1 :], algorithm)
+def _scan(node: Any, filename: str, algorithm: str) -> tuple[bool, list[str], list[str]]:
+    """(names the file, digests in the subtree, answers): the answer is the digests of the
+    innermost object whose subtree both names the file and holds digests. Covers
+    releases.json, simplestreams and per-image manifests with "<algo>:<hex|base64>"."""
+    if isinstance(node, str):
+        prefixed = [_decode_prefixed(node[len(algorithm) + 1 :], algorithm)] if node.startswith(
+            algorithm + ":") else []
+        return node == filename or node.endswith("/" + filename), prefixed, []
+    children = list(node.values()) if isinstance(node, dict) else node
+    if not isinstance(children, list):
+        return False, [], []
+    names, digests, answers = False, [], []
+    for child in children:
+        n, d, a = _scan(child, filename, algorithm)
+        names, digests, answers = names or n, digests + d, answers + a
+    if isinstance(node, dict) and isinstance(node.get(algorithm), str):
+        digests.append(node[algorithm])
+    if not answers and names and digests and isinstance(node, dict):
+        answers = digests
+    return names, digests if not answers else [], answers
 
 
 def _decode_prefixed(value: str, algorithm: str) -> str:
@@ -91,7 +90,7 @@ def _decode_prefixed(value: str, algorithm: str) -> str:
 
 def _json(text: str, filename: str, algorithm: str) -> list[str]:
     try:
-        return list(dict.fromkeys(_json_digests(json.loads(text), filename, algorithm)))
+        return _scan(json.loads(text), filename, algorithm)[2]
     except ValueError:
         return []
 
