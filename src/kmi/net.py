@@ -14,6 +14,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import requests
+import urllib3
 
 from kmi import __version__
 from kmi.errors import TransferError
@@ -101,7 +102,7 @@ class Http:
         except (requests.ConnectionError, requests.Timeout) as err:
             raise _Transient(f"connection failed ({type(err).__name__})") from None
         try:
-            if response.status_code == 416 and headers and "Range" in headers:
+            if response.status_code == 416 and "Range" in (headers or {}):
                 raise _RangeRefused("HTTP 416 for a resumed range")
             if response.status_code in TRANSIENT_STATUS:
                 raise _Transient(f"HTTP {response.status_code}", _retry_after(response))
@@ -155,8 +156,9 @@ class Http:
         def attempt() -> Downloaded:
             if expected_size is not None and state.size == expected_size:
                 return Downloaded(state.hasher.hexdigest(), state.size)
+            headers = {**state.resume_headers(), "Accept-Encoding": "identity"}
             try:
-                with self._get(url, state.resume_headers()) as response:
+                with self._get(url, headers) as response:
                     self._stream(response, state, progress)
             except _RangeRefused:
                 state.restart()
@@ -174,12 +176,13 @@ class Http:
         if not state.accept(response):
             progress.resume_from(0)
         try:
+            # read1 hands over whatever arrived, so a cut loses no received byte
             with state.part.open("ab") as out:
-                for chunk in response.iter_content(CHUNK):
+                while chunk := response.raw.read1(CHUNK):
                     out.write(chunk)
                     state.add(chunk)
                     progress.advance(len(chunk))
-        except (requests.ConnectionError, requests.Timeout,
+        except (requests.ConnectionError, requests.Timeout, urllib3.exceptions.HTTPError,
                 requests.exceptions.ChunkedEncodingError) as err:
             raise _Transient(f"transfer cut at {state.size} bytes ({type(err).__name__})") from None
         expected = state.expected_total
