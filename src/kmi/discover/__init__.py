@@ -199,7 +199,9 @@ def discover_flavor(http: Http, lock_path: Path, flavor: Flavor,
             try:
                 change = record(lock_path, target.name, discover_target(http, rings, target))
             except KmiError as err:
-                failures.append(str(err).splitlines()[0])
+                line = str(err).splitlines()[0]
+                prefix = "" if line.startswith(f"{target.name}: ") else f"{target.name}: "
+                failures.append(prefix + line)
                 continue
             say(change or f"{target.name}: unchanged")
     finally:
