@@ -13,7 +13,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from doit.exceptions import InvalidDodoFile, TaskFailed
+from doit.exceptions import InvalidDodoFile, TaskFailed, UnmetDependency
 from doit.reporter import ConsoleReporter
 
 from kmi import discover
@@ -257,13 +257,17 @@ class KmiReporter(ConsoleReporter):  # type: ignore[misc]
         fail, task = result["exception"], result["task"]
         if isinstance(fail, TaskFailed):
             self.write(f"FAILED {task.name}: {fail.message}\n")
+        elif isinstance(fail, UnmetDependency):
+            self.write(f"SKIPPED {task.name}: a task it needs failed\n")
         else:
             super()._write_failure(result, write_exception)
 
     def complete_run(self) -> None:
-        if self.failures:
-            names = ", ".join(r["task"].name for r in self.failures)
-            self.write(f"{len(self.failures)} task(s) failed: {names}\n")
+        failed = [r["task"].name for r in self.failures
+                  if not isinstance(r["exception"], UnmetDependency)]
+        skipped = len(self.failures) - len(failed)
+        if failed:
+            self.write(f"{len(failed)} task(s) failed, {skipped} skipped: {', '.join(failed)}\n")
         if self.runtime_errors:
             self.write("Execution aborted.\n" + "\n".join(self.runtime_errors) + "\n")
 
