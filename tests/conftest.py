@@ -69,9 +69,20 @@ class Project:
     def doit(self, *args: str, **extra_env: str) -> DoitRun:
         env = {**self.env, **extra_env}
         done = subprocess.run(
-            [sys.executable, "-m", "doit", "-f", str(REPO / "dodo.py"), "-d", str(self.work),
-             *args],
-            env=env, capture_output=True, text=True, timeout=300,
+            [
+                sys.executable,
+                "-m",
+                "doit",
+                "-f",
+                str(REPO / "dodo.py"),
+                "-d",
+                str(self.work),
+                *args,
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
         )
         return DoitRun(done.returncode, done.stdout + done.stderr)
 

@@ -42,6 +42,8 @@ class MirrorServer:
         self.faults = Faults()
         self.log: list[Request] = []
         self._lock = threading.Lock()
+        self._idle = threading.Condition()
+        self._active = 0
         handler = type("Handler", (_Handler,), {"server_state": self})
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self.httpd.daemon_threads = True
@@ -64,8 +66,20 @@ class MirrorServer:
         with self._lock:
             self.log.append(request)
 
+    def busy(self, delta: int) -> None:
+        with self._idle:
+            self._active += delta
+            self._idle.notify_all()
+
+    def settled(self) -> list[Request]:
+        """The log once no request is in flight: a client may see a response before the
+        server thread has logged it."""
+        with self._idle:
+            self._idle.wait_for(lambda: self._active == 0, timeout=10)
+        return list(self.log)
+
     def requests_for(self, suffix: str, method: str = "GET") -> list[Request]:
-        return [r for r in self.log if r.path.endswith(suffix) and r.method == method]
+        return [r for r in self.settled() if r.path.endswith(suffix) and r.method == method]
 
     def bytes_sent(self, suffix: str) -> int:
         return sum(r.sent for r in self.requests_for(suffix))
@@ -99,6 +113,13 @@ class _Handler(BaseHTTPRequestHandler):
         self._finish(status)
 
     def _serve(self, body: bool) -> None:
+        self.server_state.busy(+1)
+        try:
+            self._answer(body)
+        finally:
+            self.server_state.busy(-1)
+
+    def _answer(self, body: bool) -> None:
         path = unquote(urlsplit(self.path).path)
         faults = self.server_state.faults
         queued = faults.statuses.get(path)

@@ -118,8 +118,9 @@ def run(catalogue: Path, mirror: MirrorServer, name: str) -> tuple[list[str], li
 
 
 @pytest.mark.parametrize("name", sorted(LAYOUTS))
-def test_each_upstream_layout(name: str, catalogue: Path, mirror: MirrorServer,
-                              upstreams: Upstreams, gpg_key: TestKey) -> None:
+def test_each_upstream_layout(
+    name: str, catalogue: Path, mirror: MirrorServer, upstreams: Upstreams, gpg_key: TestKey
+) -> None:
     populate, algorithm, signing = LAYOUTS[name]
     expected = populate(upstreams)
     said, failures = run(catalogue, mirror, name)
@@ -136,8 +137,9 @@ def test_each_upstream_layout(name: str, catalogue: Path, mirror: MirrorServer,
         assert "latest" not in entry.url
 
 
-def test_newer_build_rewrites_only_its_entry(catalogue: Path, mirror: MirrorServer,
-                                             upstreams: Upstreams) -> None:
+def test_newer_build_rewrites_only_its_entry(
+    catalogue: Path, mirror: MirrorServer, upstreams: Upstreams
+) -> None:
     debian(upstreams)
     run(catalogue, mirror, "debian")
     before = read_lock(catalogue / "lock.json")
@@ -155,19 +157,21 @@ def test_newer_build_rewrites_only_its_entry(catalogue: Path, mirror: MirrorServ
         assert after.targets[name] == before.targets[name]  # `found` kept too
 
 
-def test_newest_folder_without_the_arch_falls_back(catalogue: Path, mirror: MirrorServer,
-                                                   upstreams: Upstreams) -> None:
+def test_newest_folder_without_the_arch_falls_back(
+    catalogue: Path, mirror: MirrorServer, upstreams: Upstreams
+) -> None:
     images = debian(upstreams)
     upstreams.debian("12", "bookworm", "20241201-2000", "amd64")  # arm64 not out yet
-    said, failures = run(catalogue, mirror, "debian")
+    _, failures = run(catalogue, mirror, "debian")
     lock = read_lock(catalogue / "lock.json")
     assert failures == []
     assert lock.targets["debian-12-arm64"].url == images["debian-12-arm64"].url
     assert lock.targets["debian-12-amd64"].release == "20241201-2000"
 
 
-def test_tracking_policy_follows_new_versions(catalogue: Path, mirror: MirrorServer,
-                                              upstreams: Upstreams) -> None:
+def test_tracking_policy_follows_new_versions(
+    catalogue: Path, mirror: MirrorServer, upstreams: Upstreams
+) -> None:
     fedora(upstreams)
     run(catalogue, mirror, "fedora")
     for uarch in ("x86_64", "aarch64", "s390x"):
@@ -177,13 +181,15 @@ def test_tracking_policy_follows_new_versions(catalogue: Path, mirror: MirrorSer
     assert failures == []
     assert lock.versions["fedora"] == ["44", "43"]
     assert sorted(n for n in lock.targets if n.startswith("fedora-")) == [
-        f"fedora-{v}-{a}" for v in ("43", "44") for a in ("amd64", "arm64", "s390x")]
+        f"fedora-{v}-{a}" for v in ("43", "44") for a in ("amd64", "arm64", "s390x")
+    ]
     assert "fedora: maintained versions ['43', '42'] -> ['44', '43']" in said
     assert "fedora-42-amd64: removed (was 1.1)" in said
 
 
-def test_index_and_checksum_file_must_agree(catalogue: Path, mirror: MirrorServer,
-                                            upstreams: Upstreams) -> None:
+def test_index_and_checksum_file_must_agree(
+    catalogue: Path, mirror: MirrorServer, upstreams: Upstreams
+) -> None:
     fedora(upstreams)
     for entry in upstreams.releases:
         if entry["link"].endswith("43-1.6.x86_64.qcow2"):
@@ -191,18 +197,21 @@ def test_index_and_checksum_file_must_agree(catalogue: Path, mirror: MirrorServe
     upstreams.put("https://fedoraproject.org/releases.json", json.dumps(upstreams.releases))
     _, failures = run(catalogue, mirror, "fedora")
     assert len(failures) == 1
-    assert failures[0].startswith(f"fedora-43-amd64: the index says {'f' * 64} but the verified "
-                                  "checksum file https://download.fedoraproject.org/")
+    assert failures[0].startswith(
+        f"fedora-43-amd64: the index says {'f' * 64} but the verified "
+        "checksum file https://download.fedoraproject.org/"
+    )
     assert "fedora-43-amd64" not in read_lock(catalogue / "lock.json").targets
 
 
-def test_bad_signature_keeps_the_lock(catalogue: Path, mirror: MirrorServer,
-                                      upstreams: Upstreams, other_key: TestKey) -> None:
+def test_bad_signature_keeps_the_lock(
+    catalogue: Path, mirror: MirrorServer, upstreams: Upstreams, other_key: TestKey
+) -> None:
     ubuntu(upstreams)
     run(catalogue, mirror, "ubuntu")
     before = read_lock(catalogue / "lock.json")
     upstreams.ubuntu("24.04", "noble", "20241201", "amd64", signer=other_key)
-    said, failures = run(catalogue, mirror, "ubuntu")
+    _, failures = run(catalogue, mirror, "ubuntu")
     assert len(failures) == 1
     assert failures[0] == (
         f"ubuntu-24.04-amd64: {catalogue}/ubuntu.yaml: upstream.signature: signed by unknown "
@@ -211,8 +220,9 @@ def test_bad_signature_keeps_the_lock(catalogue: Path, mirror: MirrorServer,
     assert read_lock(catalogue / "lock.json").targets == before.targets
 
 
-def test_flavor_without_pinned_keys_is_refused(tmp_path: Path, mirror: MirrorServer,
-                                               upstreams: Upstreams) -> None:
+def test_flavor_without_pinned_keys_is_refused(
+    tmp_path: Path, mirror: MirrorServer, upstreams: Upstreams
+) -> None:
     from tests.conftest import REPO
 
     catalogue = tmp_path / "real"
@@ -221,8 +231,8 @@ def test_flavor_without_pinned_keys_is_refused(tmp_path: Path, mirror: MirrorSer
     fedora(upstreams)
     _, failures = run(catalogue, mirror, "fedora")
     assert failures[0] == (
-        f"fedora-43-amd64: {catalogue}/fedora.yaml: upstream.signature: no key fingerprints are pinned "
-        "(upstream.signature.fingerprints); pin the upstream's signing keys, or set "
+        f"fedora-43-amd64: {catalogue}/fedora.yaml: upstream.signature: no key fingerprints "
+        "are pinned (upstream.signature.fingerprints); pin the upstream's signing keys, or set "
         "signature.kind: none if it signs nothing"
     )
     assert not (catalogue / "lock.json").exists() or not read_lock(catalogue / "lock.json").targets

@@ -20,8 +20,7 @@ PATH = "/cloud.centos.org/centos/9-stream/x86_64/images/big.qcow2"
 
 
 def http(mirror: MirrorServer, retries: int = 3) -> Http:
-    env = {"KMI_MIRROR": mirror.url, "KMI_HTTP_BACKOFF": "0.01",
-           "KMI_HTTP_RETRIES": str(retries)}
+    env = {"KMI_MIRROR": mirror.url, "KMI_HTTP_BACKOFF": "0.01", "KMI_HTTP_RETRIES": str(retries)}
     return Http(load_settings(env, Path("/nonexistent")))
 
 
@@ -30,11 +29,15 @@ def quiet(total: int | None = None) -> Progress:
 
 
 def test_mirror_maps_host_and_path(mirror: MirrorServer) -> None:
-    assert http(mirror).resolve("https://a.example/x/y.qcow2?z=1") == f"{mirror.url}/a.example/x/y.qcow2?z=1"
+    assert (
+        http(mirror).resolve("https://a.example/x/y.qcow2?z=1")
+        == f"{mirror.url}/a.example/x/y.qcow2?z=1"
+    )
 
 
-def test_resume_after_cut_hashes_in_one_pass(tmp_path: Path, mirror: MirrorServer,
-                                             upstreams: Upstreams) -> None:
+def test_resume_after_cut_hashes_in_one_pass(
+    tmp_path: Path, mirror: MirrorServer, upstreams: Upstreams
+) -> None:
     img = upstreams.image(URL, size=3 << 20)
     mirror.faults.cut_after[PATH] = 1 << 20
     part = tmp_path / "big.part"
@@ -46,8 +49,9 @@ def test_resume_after_cut_hashes_in_one_pass(tmp_path: Path, mirror: MirrorServe
     assert mirror.bytes_sent(PATH) == len(img.data)  # nothing fetched twice
 
 
-def test_resume_of_a_part_left_by_an_earlier_run(tmp_path: Path, mirror: MirrorServer,
-                                                 upstreams: Upstreams) -> None:
+def test_resume_of_a_part_left_by_an_earlier_run(
+    tmp_path: Path, mirror: MirrorServer, upstreams: Upstreams
+) -> None:
     img = upstreams.image(URL, size=1 << 20)
     part = tmp_path / "big.part"
     part.write_bytes(img.data[:1000])
@@ -56,8 +60,9 @@ def test_resume_of_a_part_left_by_an_earlier_run(tmp_path: Path, mirror: MirrorS
     assert mirror.requests_for(PATH)[0].range == "bytes=1000-"
 
 
-def test_changed_upstream_restarts_instead_of_splicing(tmp_path: Path, mirror: MirrorServer,
-                                                       upstreams: Upstreams) -> None:
+def test_changed_upstream_restarts_instead_of_splicing(
+    tmp_path: Path, mirror: MirrorServer, upstreams: Upstreams
+) -> None:
     old = upstreams.image(URL, size=100_000)
     part = tmp_path / "big.part"
     mirror.faults.cut_after[PATH] = 50_000
@@ -71,8 +76,9 @@ def test_changed_upstream_restarts_instead_of_splicing(tmp_path: Path, mirror: M
     assert mirror.requests_for(PATH)[-1].status == 200  # If-Range refused the stale range
 
 
-def test_retries_transient_statuses(tmp_path: Path, mirror: MirrorServer,
-                                    upstreams: Upstreams) -> None:
+def test_retries_transient_statuses(
+    tmp_path: Path, mirror: MirrorServer, upstreams: Upstreams
+) -> None:
     img = upstreams.image(URL)
     mirror.faults.statuses[PATH] = [503, 429, 502]
     mirror.faults.retry_after = "0"
@@ -81,14 +87,16 @@ def test_retries_transient_statuses(tmp_path: Path, mirror: MirrorServer,
     assert [r.status for r in mirror.requests_for(PATH)] == [503, 429, 502, 200]
 
 
-def test_gives_up_with_the_url_and_reason(tmp_path: Path, mirror: MirrorServer,
-                                          upstreams: Upstreams) -> None:
+def test_gives_up_with_the_url_and_reason(
+    tmp_path: Path, mirror: MirrorServer, upstreams: Upstreams
+) -> None:
     upstreams.image(URL)
     mirror.faults.statuses[PATH] = [503] * 10
     with pytest.raises(TransferError) as err:
         http(mirror, retries=2).download(URL, tmp_path / "p", "sha256", quiet())
-    assert str(err.value) == (f"{URL} (via mirror {mirror.url}{PATH}): HTTP 503 "
-                              "(gave up after 3 attempts)")
+    assert str(err.value) == (
+        f"{URL} (via mirror {mirror.url}{PATH}): HTTP 503 (gave up after 3 attempts)"
+    )
 
 
 def test_not_found_is_not_retried(mirror: MirrorServer) -> None:

@@ -27,16 +27,16 @@ def test_clearsigned_returns_only_the_signed_text(gpg_key: TestKey) -> None:
 
 def test_tampered_clearsigned_is_bad(gpg_key: TestKey) -> None:
     signed = gpg_key.clearsign(TEXT).replace(b"aaaa", b"bbbb", 1)
-    with ring([gpg_key], [gpg_key]) as keyring, pytest.raises(
-        VerificationError, match="^fedora.yaml: BAD signature"
+    with (
+        ring([gpg_key], [gpg_key]) as keyring,
+        pytest.raises(VerificationError, match=r"^fedora\.yaml: BAD signature"),
     ):
         keyring.clearsigned(signed)
 
 
 def test_signature_by_key_not_pinned(gpg_key: TestKey, other_key: TestKey) -> None:
-    with ring([gpg_key, other_key], [gpg_key]) as keyring:
-        with pytest.raises(VerificationError) as err:
-            keyring.clearsigned(other_key.clearsign(TEXT))
+    with ring([gpg_key, other_key], [gpg_key]) as keyring, pytest.raises(VerificationError) as err:
+        keyring.clearsigned(other_key.clearsign(TEXT))
     assert str(err.value) == (
         f"fedora.yaml: signed by key {other_key.fingerprint}, which is not pinned "
         "(upstream.signature.fingerprints in the catalogue)"
@@ -44,15 +44,17 @@ def test_signature_by_key_not_pinned(gpg_key: TestKey, other_key: TestKey) -> No
 
 
 def test_signature_by_unknown_key(gpg_key: TestKey, other_key: TestKey) -> None:
-    with ring([gpg_key], [gpg_key]) as keyring, pytest.raises(
-        VerificationError, match="^fedora.yaml: signed by unknown key "
+    with (
+        ring([gpg_key], [gpg_key]) as keyring,
+        pytest.raises(VerificationError, match=r"^fedora\.yaml: signed by unknown key "),
     ):
         keyring.clearsigned(other_key.clearsign(TEXT))
 
 
 def test_unsigned_file_is_refused(gpg_key: TestKey) -> None:
-    with ring([gpg_key], [gpg_key]) as keyring, pytest.raises(
-        VerificationError, match=r"not signed \(no PGP signed message\)"
+    with (
+        ring([gpg_key], [gpg_key]) as keyring,
+        pytest.raises(VerificationError, match=r"not signed \(no PGP signed message\)"),
     ):
         keyring.clearsigned(TEXT.encode())
 

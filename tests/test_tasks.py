@@ -21,35 +21,56 @@ def test_list_shows_families_and_every_target(project: Project) -> None:
     families = project.doit("list")
     assert families.code == 0
     assert [line.split()[0] for line in families.out.splitlines()] == [
-        "checksum", "discover", "download"]
+        "checksum",
+        "discover",
+        "download",
+    ]
     every = project.doit("list", "--all").out
-    for flavor in ("fedora-42", "centos-stream-9", "almalinux-9", "rocky-9", "ubuntu-24.04",
-                   "debian-12", "opensuse-leap-15.6", "alpine-3.22"):
+    for flavor in (
+        "fedora-42",
+        "centos-stream-9",
+        "almalinux-9",
+        "rocky-9",
+        "ubuntu-24.04",
+        "debian-12",
+        "opensuse-leap-15.6",
+        "alpine-3.22",
+    ):
         for arch in ("amd64", "arm64"):
             assert f"download:{flavor}-{arch} " in every
             assert f"checksum:{flavor}-{arch} " in every
     assert "download:archlinux-rolling-amd64 " in every
 
 
-def test_build_then_a_second_run_does_nothing(project: Project, upstreams: Upstreams,
-                                              mirror: MirrorServer) -> None:
+def test_build_then_a_second_run_does_nothing(
+    project: Project, upstreams: Upstreams, mirror: MirrorServer
+) -> None:
     debian(upstreams)
     assert project.doit("discover:debian").code == 0
     first = project.doit("checksum")
     assert first.code == 2  # the other flavors have nothing in this mirror: checksum skipped
     assert "SKIPPED checksum:fedora-42-amd64: a task it needs failed" in first.out
-    built = {f"{s}:debian-{v}-{a}" for s in ("download", "checksum") for v in ("12", "13")
-             for a in ("amd64", "arm64")}
+    built = {
+        f"{s}:debian-{v}-{a}"
+        for s in ("download", "checksum")
+        for v in ("12", "13")
+        for a in ("amd64", "arm64")
+    }
     assert built <= first.ran()
     second = project.doit("checksum:debian-12-amd64", "checksum:debian-13-arm64")
     assert second.code == 0
     assert second.ran() == set()
-    assert second.skipped() == {"download:debian-12-amd64", "checksum:debian-12-amd64",
-                                "download:debian-13-arm64", "checksum:debian-13-arm64"}
+    assert second.skipped() == {
+        "download:debian-12-amd64",
+        "checksum:debian-12-amd64",
+        "download:debian-13-arm64",
+        "checksum:debian-13-arm64",
+    }
 
 
-def test_noop_reads_no_large_file_and_checksum_catches_rot(project: Project,
-                                                           upstreams: Upstreams) -> None:
+def test_noop_reads_no_large_file_and_checksum_catches_rot(
+    project: Project, upstreams: Upstreams
+) -> None:
     images = debian(upstreams)
     assert project.doit("discover:debian").code == 0
     assert project.doit("checksum:debian-12-amd64").code == 0
@@ -61,41 +82,50 @@ def test_noop_reads_no_large_file_and_checksum_catches_rot(project: Project,
     (project.work / "build/debian-12-amd64/checksum.json").unlink()
     caught = project.doit("checksum:debian-12-amd64")
     assert caught.code == 1
-    assert (f"FAILED checksum:debian-12-amd64: debian-12-amd64: cached bytes of {entry.url} do "
-            f"not match the lock: expected {entry.digest}, got sha512:") in caught.out
+    assert (
+        f"FAILED checksum:debian-12-amd64: debian-12-amd64: cached bytes of {entry.url} do "
+        f"not match the lock: expected {entry.digest}, got sha512:"
+    ) in caught.out
     assert not blob.exists()
     healed = project.doit("checksum:debian-12-amd64")
-    assert healed.code == 0 and healed.ran() == {"download:debian-12-amd64",
-                                                 "checksum:debian-12-amd64"}
+    assert healed.code == 0 and healed.ran() == {
+        "download:debian-12-amd64",
+        "checksum:debian-12-amd64",
+    }
 
 
-def test_wiping_build_never_downloads_again(project: Project, upstreams: Upstreams,
-                                            mirror: MirrorServer) -> None:
+def test_wiping_build_never_downloads_again(
+    project: Project, upstreams: Upstreams, mirror: MirrorServer
+) -> None:
     images = debian(upstreams)
     assert project.doit("discover:debian").code == 0
     assert project.doit("checksum:debian-12-amd64", "checksum:debian-12-arm64").code == 0
     shutil.rmtree(project.work / "build")
-    before = len(mirror.log)
+    before = len(mirror.settled())
     again = project.doit("checksum:debian-12-amd64", "checksum:debian-12-arm64")
     assert again.code == 0
     assert "debian-12-amd64: 20241004-1894 in the cache" in again.out
-    assert mirror.log[before:] == []  # not one request
+    assert mirror.settled()[before:] == []  # not one request
     assert len(cached_blobs(project)) == 2
     assert cached_blobs(project)[0].stat().st_size == len(images["debian-12-amd64"].data)
 
 
-def test_one_flavor_changed_reruns_only_its_tasks(project: Project,
-                                                  upstreams: Upstreams) -> None:
+def test_one_flavor_changed_reruns_only_its_tasks(project: Project, upstreams: Upstreams) -> None:
     debian(upstreams)
     centos(upstreams)
-    wanted = ["checksum:debian-12-amd64", "checksum:centos-stream-9-amd64",
-              "checksum:centos-stream-10-arm64"]
+    wanted = [
+        "checksum:debian-12-amd64",
+        "checksum:centos-stream-9-amd64",
+        "checksum:centos-stream-10-arm64",
+    ]
     assert project.doit(*wanted).code == 0  # discovered as first built, then downloaded
     assert project.doit(*wanted).ran() == set()
     yaml = project.catalogue / "centos-stream.yaml"
     yaml.write_text(yaml.read_text().replace("- qemu-guest-agent", "- qemu-guest-agent\n  - vim"))
     assert project.doit(*wanted).ran() == set()  # customization does not shape downloads
-    yaml.write_text(yaml.read_text().replace("GenericCloud-{version}-", "GenericCloud-{version}-(?:)"))
+    yaml.write_text(
+        yaml.read_text().replace("GenericCloud-{version}-", "GenericCloud-{version}-(?:)")
+    )
     rerun = project.doit(*wanted)
     assert rerun.code == 0
     assert rerun.ran() == {"download:centos-stream-9-amd64", "download:centos-stream-10-arm64"}
@@ -107,31 +137,38 @@ def test_locked_lock_refuses_unpinned_targets(project: Project, upstreams: Upstr
     run = project.doit("download:debian-12-amd64", KMI_LOCKED="1")
     assert run.code == 1
     lock = project.catalogue / "lock.json"
-    assert (f"FAILED download:debian-12-amd64: debian-12-amd64 is not pinned in {lock} and "
-            "KMI_LOCKED is set; run: doit discover:debian, and commit the lock") in run.out
+    assert (
+        f"FAILED download:debian-12-amd64: debian-12-amd64 is not pinned in {lock} and "
+        "KMI_LOCKED is set; run: doit discover:debian, and commit the lock"
+    ) in run.out
     assert "Traceback" not in run.out
     assert cached_blobs(project) == []
 
 
-def test_upstream_bytes_that_differ_from_the_lock(project: Project, upstreams: Upstreams,
-                                                  mirror: MirrorServer) -> None:
+def test_upstream_bytes_that_differ_from_the_lock(
+    project: Project, upstreams: Upstreams, mirror: MirrorServer
+) -> None:
     images = debian(upstreams)
     assert project.doit("discover:debian").code == 0
     upstreams.put(images["debian-12-amd64"].url, b"tampered")
     run = project.doit("download:debian-12-amd64")
     entry = read_lock(project.catalogue / "lock.json").targets["debian-12-amd64"]
     assert run.code == 1
-    assert (f"FAILED download:debian-12-amd64: debian-12-amd64: {entry.url} (via mirror "
-            f"{mirror.url}/cloud.debian.org/images/cloud/bookworm/20241004-1894/"
-            f"{images['debian-12-amd64'].name}): digest mismatch: expected {entry.digest}, "
-            "got sha512:") in run.out
+    assert (
+        f"FAILED download:debian-12-amd64: debian-12-amd64: {entry.url} (via mirror "
+        f"{mirror.url}/cloud.debian.org/images/cloud/bookworm/20241004-1894/"
+        f"{images['debian-12-amd64'].name}): digest mismatch: expected {entry.digest}, "
+        "got sha512:"
+    ) in run.out
     assert "the bad bytes were deleted" in run.out
-    assert [p for p in (project.work / "cache").rglob("*") if p.is_file()
-            and "doit" not in p.name] == []
+    assert [
+        p for p in (project.work / "cache").rglob("*") if p.is_file() and "doit" not in p.name
+    ] == []
 
 
-def test_image_signature_checked_before_caching(project: Project, upstreams: Upstreams,
-                                                other_key: TestKey) -> None:
+def test_image_signature_checked_before_caching(
+    project: Project, upstreams: Upstreams, other_key: TestKey
+) -> None:
     upstreams.archlinux("20241001.267073")
     assert project.doit("discover:archlinux").code == 0
     upstreams.archlinux("20241001.267073", signer=other_key)
@@ -173,8 +210,10 @@ def test_transport_compression_is_removed(project: Project, upstreams: Upstreams
     upstreams.put(url, packed)
     import hashlib
 
-    upstreams.put("https://images.example.org/1/SHA256SUMS",
-                  f"{hashlib.sha256(packed).hexdigest()}  demo-1-20250101.x86_64.qcow2.xz\n")
+    upstreams.put(
+        "https://images.example.org/1/SHA256SUMS",
+        f"{hashlib.sha256(packed).hexdigest()}  demo-1-20250101.x86_64.qcow2.xz\n",
+    )
     run = project.doit("checksum:demo-xz-1-amd64")
     assert run.code == 0, run.out
     image = project.work / "cache/images/sha256" / hashlib.sha256(packed).hexdigest()
@@ -187,11 +226,15 @@ def test_unknown_target_is_one_line(project: Project) -> None:
     assert run.code == 3
     assert run.out.splitlines()[0] == (
         'ERROR: Invalid parameter: "download:fedora-99-amd64". Must be a command, task, or a '
-        "target.")
+        "target."
+    )
     assert "Traceback" not in run.out
 
 
 def test_dodo_is_only_imports() -> None:
-    lines = [line for line in (REPO / "dodo.py").read_text().splitlines()
-             if line and not line.startswith(('"""', "from ", "__all__", "DOIT_CONFIG"))]
+    lines = [
+        line
+        for line in (REPO / "dodo.py").read_text().splitlines()
+        if line and not line.startswith(('"""', "from ", "__all__", "DOIT_CONFIG"))
+    ]
     assert lines == []

@@ -30,8 +30,18 @@ class TestKey:
         self.public = self._gpg("--armor", "--export")
 
     def _gpg(self, *args: str, data: bytes | None = None) -> bytes:
-        argv = ["gpg", "--batch", "--yes", "--homedir", str(self.home),
-                "--pinentry-mode", "loopback", "--passphrase", "", *args]
+        argv = [
+            "gpg",
+            "--batch",
+            "--yes",
+            "--homedir",
+            str(self.home),
+            "--pinentry-mode",
+            "loopback",
+            "--passphrase",
+            "",
+            *args,
+        ]
         done = subprocess.run(argv, input=data, capture_output=True, check=True)
         return done.stdout
 
@@ -39,8 +49,9 @@ class TestKey:
         return self._gpg("--clearsign", "--output", "-", data=text.encode())
 
     def detach_sign(self, data: bytes, armor: bool = True) -> bytes:
-        return self._gpg(*(["--armor"] if armor else []), "--detach-sign", "--output", "-",
-                         data=data)
+        return self._gpg(
+            *(["--armor"] if armor else []), "--detach-sign", "--output", "-", data=data
+        )
 
 
 @dataclass
@@ -93,19 +104,36 @@ class Upstreams:
 
     def fedora(self, version: str, release: str, uarch: str = "x86_64") -> Image:
         base = f"https://download.fedoraproject.org/pub/fedora/linux/releases/{version}/Cloud"
-        img = self.image(f"{base}/{uarch}/images/Fedora-Cloud-Base-Generic-{version}-"
-                         f"{release}.{uarch}.qcow2")
-        text = (f"# Fedora-Cloud-{version}-{release}-{uarch}-CHECKSUM\n"
-                f"# {img.name}: {len(img.data)} bytes\n"
-                f"SHA256 ({img.name}) = {img.hexdigest()}\n")
-        self.put(f"{img.dir}/Fedora-Cloud-{version}-{release}-{uarch}-CHECKSUM",
-                 self.key.clearsign(text))
+        img = self.image(
+            f"{base}/{uarch}/images/Fedora-Cloud-Base-Generic-{version}-{release}.{uarch}.qcow2"
+        )
+        text = (
+            f"# Fedora-Cloud-{version}-{release}-{uarch}-CHECKSUM\n"
+            f"# {img.name}: {len(img.data)} bytes\n"
+            f"SHA256 ({img.name}) = {img.hexdigest()}\n"
+        )
+        self.put(
+            f"{img.dir}/Fedora-Cloud-{version}-{release}-{uarch}-CHECKSUM", self.key.clearsign(text)
+        )
         self.releases += [
-            {"version": version, "arch": uarch, "link": img.url, "variant": "Cloud",
-             "subvariant": "Cloud_Base", "sha256": img.hexdigest(), "size": str(len(img.data))},
-            {"version": version, "arch": uarch, "variant": "Server", "subvariant": "Server",
-             "link": f"{base}/../Server/{uarch}/iso/Fedora-Server-netinst-{uarch}-{version}.iso",
-             "sha256": "0" * 64, "size": "1"},
+            {
+                "version": version,
+                "arch": uarch,
+                "link": img.url,
+                "variant": "Cloud",
+                "subvariant": "Cloud_Base",
+                "sha256": img.hexdigest(),
+                "size": str(len(img.data)),
+            },
+            {
+                "version": version,
+                "arch": uarch,
+                "variant": "Server",
+                "subvariant": "Server",
+                "link": f"{base}/../Server/{uarch}/iso/Fedora-Server-netinst-{uarch}-{version}.iso",
+                "sha256": "0" * 64,
+                "size": "1",
+            },
         ]
         self.put("https://fedoraproject.org/releases.json", json.dumps(self.releases, indent=1))
         return img
@@ -114,32 +142,40 @@ class Upstreams:
         folder = f"https://cloud.centos.org/centos/{version}-stream/{uarch}/images"
         img = self.image(f"{folder}/CentOS-Stream-GenericCloud-{version}-{date}.0.{uarch}.qcow2")
         self.put(f"{folder}/CentOS-Stream-GenericCloud-{version}-latest.{uarch}.qcow2", img.data)
-        self._append(f"{folder}/CHECKSUM", f"# {img.name}: {len(img.data)} bytes\n"
-                     f"SHA256 ({img.name}) = {img.hexdigest()}\n")
+        self._append(
+            f"{folder}/CHECKSUM",
+            f"# {img.name}: {len(img.data)} bytes\nSHA256 ({img.name}) = {img.hexdigest()}\n",
+        )
         return img
 
     def almalinux(self, version: str, minor: str, date: str, uarch: str = "x86_64") -> Image:
         folder = f"https://repo.almalinux.org/almalinux/{version}/cloud/{uarch}/images"
-        img = self.image(f"{folder}/AlmaLinux-{version}-GenericCloud-{version}.{minor}-{date}"
-                         f".{uarch}.qcow2")
+        img = self.image(
+            f"{folder}/AlmaLinux-{version}-GenericCloud-{version}.{minor}-{date}.{uarch}.qcow2"
+        )
         self.put(f"{folder}/AlmaLinux-{version}-GenericCloud-latest.{uarch}.qcow2", img.data)
-        lines = f"{img.hexdigest()}  {img.name}\n{img.hexdigest()}  " \
-                f"AlmaLinux-{version}-GenericCloud-latest.{uarch}.qcow2\n"
+        lines = (
+            f"{img.hexdigest()}  {img.name}\n{img.hexdigest()}  "
+            f"AlmaLinux-{version}-GenericCloud-latest.{uarch}.qcow2\n"
+        )
         self.put(f"{folder}/CHECKSUM", self.key.clearsign(lines))
         return img
 
     def rocky(self, version: str, minor: str, date: str, uarch: str = "x86_64") -> Image:
         folder = f"https://dl.rockylinux.org/pub/rocky/{version}/images/{uarch}"
-        img = self.image(f"{folder}/Rocky-{version}-GenericCloud-Base-{version}.{minor}-{date}.0"
-                         f".{uarch}.qcow2")
+        img = self.image(
+            f"{folder}/Rocky-{version}-GenericCloud-Base-{version}.{minor}-{date}.0.{uarch}.qcow2"
+        )
         self.put(f"{img.url}.CHECKSUM", f"SHA256 ({img.name}) = {img.hexdigest()}\n")
         return img
 
-    def ubuntu(self, version: str, name: str, date: str, arch: str = "amd64",
-               signer: TestKey | None = None) -> Image:
+    def ubuntu(
+        self, version: str, name: str, date: str, arch: str = "amd64", signer: TestKey | None = None
+    ) -> Image:
         rel = f"server/releases/{name}/release-{date}"
-        img = self.image(f"https://cloud-images.ubuntu.com/{rel}/ubuntu-{version}-server-"
-                         f"cloudimg-{arch}.img")
+        img = self.image(
+            f"https://cloud-images.ubuntu.com/{rel}/ubuntu-{version}-server-cloudimg-{arch}.img"
+        )
         sums = self._append(f"{img.dir}/SHA256SUMS", f"{img.hexdigest()} *{img.name}\n")
         self.put(f"{img.dir}/SHA256SUMS.gpg", (signer or self.key).detach_sign(sums))
         product = self.products.setdefault(
@@ -148,13 +184,27 @@ class Upstreams:
         )
         versions = product["versions"]
         assert isinstance(versions, dict)
-        versions[date] = {"items": {"disk1.img": {
-            "ftype": "disk1.img", "path": f"{rel}/{img.name}", "sha256": img.hexdigest(),
-            "size": len(img.data)}}, "label": "release"}
-        doc = {"content_id": "com.ubuntu.cloud:released:download", "format": "products:1.0",
-               "products": self.products}
-        self.put("https://cloud-images.ubuntu.com/releases/streams/v1/"
-                 "com.ubuntu.cloud:released:download.json", json.dumps(doc, indent=1))
+        versions[date] = {
+            "items": {
+                "disk1.img": {
+                    "ftype": "disk1.img",
+                    "path": f"{rel}/{img.name}",
+                    "sha256": img.hexdigest(),
+                    "size": len(img.data),
+                }
+            },
+            "label": "release",
+        }
+        doc = {
+            "content_id": "com.ubuntu.cloud:released:download",
+            "format": "products:1.0",
+            "products": self.products,
+        }
+        self.put(
+            "https://cloud-images.ubuntu.com/releases/streams/v1/"
+            "com.ubuntu.cloud:released:download.json",
+            json.dumps(doc, indent=1),
+        )
         return img
 
     def debian(self, version: str, name: str, build: str, arch: str = "amd64") -> Image:
@@ -167,8 +217,10 @@ class Upstreams:
 
     def opensuse(self, version: str, build: str, uarch: str = "x86_64") -> Image:
         folder = f"https://download.opensuse.org/distribution/leap/{version}/appliances"
-        img = self.image(f"{folder}/openSUSE-Leap-{version}-Minimal-VM.{uarch}-{version}.0-Cloud-"
-                         f"Build{build}.qcow2")
+        img = self.image(
+            f"{folder}/openSUSE-Leap-{version}-Minimal-VM.{uarch}-{version}.0-Cloud-"
+            f"Build{build}.qcow2"
+        )
         self.put(f"{folder}/openSUSE-Leap-{version}-Minimal-VM.{uarch}-Cloud.qcow2", img.data)
         sums = f"{img.hexdigest()}  {img.name}\n".encode()
         self.put(f"{img.url}.sha256", sums)
@@ -187,8 +239,10 @@ class Upstreams:
         img = self.image(f"{folder}/Arch-Linux-x86_64-cloudimg-{build}.qcow2")
         self.put(f"{img.url}.SHA256", f"{img.hexdigest()}  {img.name}\n")
         self.put(f"{img.url}.sig", (signer or self.key).detach_sign(img.data, armor=False))
-        self.put("https://geo.mirror.pkgbuild.com/images/latest/"
-                 "Arch-Linux-x86_64-cloudimg.qcow2", img.data)
+        self.put(
+            "https://geo.mirror.pkgbuild.com/images/latest/Arch-Linux-x86_64-cloudimg.qcow2",
+            img.data,
+        )
         return img
 
     def _append(self, url: str, text: str) -> bytes:
@@ -218,7 +272,13 @@ def pin_test_key(source: Path, dest: Path, key: TestKey) -> Path:
 def environment(catalogue: Path, work: Path, mirror: str, **extra: str) -> dict[str, str]:
     """The environment a doit run of the tests uses."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("KMI_")}
-    env.update(KMI_CATALOGUE=str(catalogue), KMI_BUILD_DIR=str(work / "build"),
-               KMI_CACHE_DIR=str(work / "cache"), KMI_MIRROR=mirror, KMI_HTTP_BACKOFF="0.01",
-               KMI_PROGRESS="lines", **extra)
+    env.update(
+        KMI_CATALOGUE=str(catalogue),
+        KMI_BUILD_DIR=str(work / "build"),
+        KMI_CACHE_DIR=str(work / "cache"),
+        KMI_MIRROR=mirror,
+        KMI_HTTP_BACKOFF="0.01",
+        KMI_PROGRESS="lines",
+        **extra,
+    )
     return env

@@ -159,9 +159,7 @@ class Track:
 class Checksum:
     """Where upstream publishes the digest of each image."""
 
-    url: str = field(
-        metadata=_doc("URL of the checksum file", _url_template(templates.FILE_VARS))
-    )
+    url: str = field(metadata=_doc("URL of the checksum file", _url_template(templates.FILE_VARS)))
     format: Literal["bsd", "gnu", "single", "json"] = field(
         metadata=_doc("bsd: 'SHA256 (f) = h'; gnu: 'h  f' or 'h *f'; single: one digest; json")
     )
@@ -181,9 +179,7 @@ class Signature:
     )
     url: str = field(
         default="",
-        metadata=_doc(
-            "detached: URL of the signature", _url_template(templates.SIGNATURE_VARS)
-        ),
+        metadata=_doc("detached: URL of the signature", _url_template(templates.SIGNATURE_VARS)),
     )
     keys: tuple[str, ...] = field(
         default=(),

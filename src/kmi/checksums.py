@@ -31,7 +31,11 @@ def _bsd(text: str, filename: str, algorithm: str) -> list[str]:
     found = []
     for line in _lines(text):
         m = BSD_LINE.match(line)
-        if m and m["algo"].replace("-", "").lower() == algorithm and _same_name(m["name"], filename):
+        if (
+            m
+            and m["algo"].replace("-", "").lower() == algorithm
+            and _same_name(m["name"], filename)
+        ):
             found.append(m["hex"])
     return found
 
@@ -62,13 +66,18 @@ def _scan(node: Any, filename: str, algorithm: str) -> tuple[bool, list[str], li
     innermost object whose subtree both names the file and holds digests. Covers
     releases.json, simplestreams and per-image manifests with "<algo>:<hex|base64>"."""
     if isinstance(node, str):
-        prefixed = [_decode_prefixed(node[len(algorithm) + 1 :], algorithm)] if node.startswith(
-            algorithm + ":") else []
+        prefixed = (
+            [_decode_prefixed(node[len(algorithm) + 1 :], algorithm)]
+            if node.startswith(algorithm + ":")
+            else []
+        )
         return node == filename or node.endswith("/" + filename), prefixed, []
     children = list(node.values()) if isinstance(node, dict) else node
     if not isinstance(children, list):
         return False, [], []
-    names, digests, answers = False, [], []
+    names = False
+    digests: list[str] = []
+    answers: list[str] = []
     for child in children:
         n, d, a = _scan(child, filename, algorithm)
         names, digests, answers = names or n, digests + d, answers + a

@@ -92,12 +92,17 @@ class Http:
         raise AssertionError("unreachable")
 
     @contextmanager
-    def _get(self, url: str, headers: dict[str, str] | None = None,
-             method: str = "GET") -> Iterator[requests.Response]:
+    def _get(
+        self, url: str, headers: dict[str, str] | None = None, method: str = "GET"
+    ) -> Iterator[requests.Response]:
         try:
             response = self.session.request(
-                method, self.resolve(url), headers=headers or {}, stream=True,
-                timeout=self.settings.http_timeout, allow_redirects=True,
+                method,
+                self.resolve(url),
+                headers=headers or {},
+                stream=True,
+                timeout=self.settings.http_timeout,
+                allow_redirects=True,
             )
         except (requests.ConnectionError, requests.Timeout) as err:
             raise _Transient(f"connection failed ({type(err).__name__})") from None
@@ -125,8 +130,11 @@ class Http:
                         data += chunk
                         if len(data) > MAX_TEXT:
                             raise TransferError(f"{self.describe(url)}: larger than 64 MiB")
-                except (requests.ConnectionError, requests.Timeout,
-                        requests.exceptions.ChunkedEncodingError) as err:
+                except (
+                    requests.ConnectionError,
+                    requests.Timeout,
+                    requests.exceptions.ChunkedEncodingError,
+                ) as err:
                     raise _Transient(f"transfer cut ({type(err).__name__})") from None
                 return bytes(data)
 
@@ -144,8 +152,14 @@ class Http:
         found: int | None = self._retrying(url, attempt)
         return found
 
-    def download(self, url: str, part: Path, algorithm: str, progress: Progress,
-                 expected_size: int | None = None) -> Downloaded:
+    def download(
+        self,
+        url: str,
+        part: Path,
+        algorithm: str,
+        progress: Progress,
+        expected_size: int | None = None,
+    ) -> Downloaded:
         """Stream `url` into `part`, hashing as it goes. A `part` left by a cut transfer is
         resumed with an HTTP Range request; if the server cannot resume, it starts over."""
         state = _PartState(part, algorithm)
@@ -170,7 +184,6 @@ class Http:
         progress.finish()
         return done
 
-
     @staticmethod
     def _stream(response: requests.Response, state: _PartState, progress: Progress) -> None:
         if not state.accept(response):
@@ -182,8 +195,12 @@ class Http:
                     out.write(chunk)
                     state.add(chunk)
                     progress.advance(len(chunk))
-        except (requests.ConnectionError, requests.Timeout, urllib3.exceptions.HTTPError,
-                requests.exceptions.ChunkedEncodingError) as err:
+        except (
+            requests.ConnectionError,
+            requests.Timeout,
+            urllib3.exceptions.HTTPError,
+            requests.exceptions.ChunkedEncodingError,
+        ) as err:
             raise _Transient(f"transfer cut at {state.size} bytes ({type(err).__name__})") from None
         expected = state.expected_total
         if expected is not None and state.size < expected:
@@ -224,9 +241,11 @@ class _PartState:
     def accept(self, response: requests.Response) -> bool:
         """Take the response's framing; False when it restarts the file from zero."""
         had = self.size
-        resumed = response.status_code == 206 and self.size > 0 and response.headers.get(
-            "Content-Range", ""
-        ).startswith(f"bytes {self.size}-")
+        resumed = (
+            response.status_code == 206
+            and self.size > 0
+            and response.headers.get("Content-Range", "").startswith(f"bytes {self.size}-")
+        )
         length = response.headers.get("Content-Length")
         remaining = int(length) if length and length.isdigit() else None
         if not resumed:

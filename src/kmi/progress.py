@@ -22,8 +22,9 @@ def human(size: float) -> str:
 class Progress:
     """Reports `done` of `total` bytes for one labelled transfer."""
 
-    def __init__(self, label: str, total: int | None, mode: str = "auto",
-                 stream: TextIO | None = None) -> None:
+    def __init__(
+        self, label: str, total: int | None, mode: str = "auto", stream: TextIO | None = None
+    ) -> None:
         self.stream = stream or sys.stderr
         if mode == "auto":
             mode = "bar" if self.stream.isatty() else "lines"
@@ -46,8 +47,13 @@ class Progress:
                 self._last_draw = now
                 self._draw()
         elif self.mode == "lines" and self.total:
-            while self._next_step < LINE_STEPS and self.done * LINE_STEPS >= self.total * self._next_step:
-                self._say(f"{self.label}: {100 * self._next_step // LINE_STEPS}% of {human(self.total)}")
+            while (
+                self._next_step < LINE_STEPS
+                and self.done * LINE_STEPS >= self.total * self._next_step
+            ):
+                self._say(
+                    f"{self.label}: {100 * self._next_step // LINE_STEPS}% of {human(self.total)}"
+                )
                 self._next_step += 1
 
     def finish(self) -> None:
@@ -56,8 +62,10 @@ class Progress:
             self._draw()
             self.stream.write("\n")
         if self.mode != "off":
-            self._say(f"{self.label}: {human(self.done)} in {seconds:.1f} s "
-                      f"({human(self.done / seconds)}/s)")
+            self._say(
+                f"{self.label}: {human(self.done)} in {seconds:.1f} s "
+                f"({human(self.done / seconds)}/s)"
+            )
 
     def _draw(self) -> None:
         if self.total:

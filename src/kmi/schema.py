@@ -112,7 +112,9 @@ def _struct(cls: type[Any], data: object, path: str, problems: list[str]) -> Any
         problems.append(f"{path or '.'}: expected a mapping, got {_show(data)}")
         return INVALID
     hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init and not f.metadata.get("internal")}
+    fields = {
+        f.name: f for f in dataclasses.fields(cls) if f.init and not f.metadata.get("internal")
+    }
     for key in data:
         if key not in fields:
             known = ", ".join(sorted(fields))

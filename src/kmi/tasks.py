@@ -11,21 +11,23 @@ import sys
 from collections.abc import Callable, Iterator
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from doit.exceptions import InvalidDodoFile, TaskFailed, UnmetDependency
 from doit.reporter import ConsoleReporter
 
-from kmi import discover
+from kmi import maintained
 from kmi.catalogue import Catalogue, Target, load_catalogue
 from kmi.errors import KmiError
 from kmi.keys import is_current, write_receipt
 from kmi.lock import Lock, LockEntry, read_lock
-from kmi.net import Http
 from kmi.paths import Paths
 from kmi.settings import Settings, load_settings
 from kmi.stages.checksum import checksum_key, verify_cached
 from kmi.stages.download import download, download_key
+
+if TYPE_CHECKING:  # heavy (requests, sh): imported when an action needs the network
+    from kmi.net import Http
 
 TaskDict = dict[str, Any]
 
@@ -53,6 +55,8 @@ class Context:
 
     @cached_property
     def http(self) -> Http:
+        from kmi.net import Http
+
         return Http(self.settings)
 
     def lock(self) -> Lock:
@@ -73,13 +77,13 @@ class Context:
         return {
             t.name: t
             for flavor in self.catalogue.flavors
-            for t in discover.maintained_targets(flavor, lock)
+            for t in maintained.maintained_targets(flavor, lock)
         }
 
     def pinned(self, target: Target) -> LockEntry | None:
         """The target's lock entry, if it was found with the catalogue's current settings."""
         entry = self.lock().targets.get(target.name)
-        if entry is None or entry.source != discover.source_key(target):
+        if entry is None or entry.source != maintained.source_key(target):
             return None
         return entry
 
@@ -90,11 +94,18 @@ class Context:
             return entry
         lock_file = self.settings.lock_file
         if self.settings.locked:
-            why = "is not pinned" if target.name not in self.lock().targets else (
-                "was pinned with other upstream settings")
-            raise KmiError(f"{target.name} {why} in {lock_file} and KMI_LOCKED is set; "
-                           f"run: doit discover:{target.flavor.name}, and commit the lock")
+            why = (
+                "is not pinned"
+                if target.name not in self.lock().targets
+                else ("was pinned with other upstream settings")
+            )
+            raise KmiError(
+                f"{target.name} {why} in {lock_file} and KMI_LOCKED is set; "
+                f"run: doit discover:{target.flavor.name}, and commit the lock"
+            )
         print(f"{target.name}: not pinned in {lock_file}; discovering it", flush=True)
+        from kmi import discover
+
         rings = discover.KeyringCache(self.http)
         try:
             found = discover.discover_target(self.http, rings, target)
@@ -140,13 +151,17 @@ def download_is_current(name: str) -> bool:
         return False
     entry, key = state
     compression = target.flavor.upstream.compression
-    return (is_current(CTX.paths.receipt(name, "download"), key)
-            and CTX.paths.image(entry.digest, compression).exists())
+    return (
+        is_current(CTX.paths.receipt(name, "download"), key)
+        and CTX.paths.image(entry.digest, compression).exists()
+    )
 
 
 def _image_check(target: Target, entry: LockEntry) -> Callable[[Path], str] | None:
     if not entry.image_signature_url:
         return None
+    from kmi import discover
+
     rings = discover.KeyringCache(CTX.http)
     signature = CTX.http.content(entry.image_signature_url)
 
@@ -163,14 +178,29 @@ def run_download(name: str) -> None:
     target = CTX.targets[name]
     entry = CTX.entry_for(target)
     compression = target.flavor.upstream.compression
-    fetched = download(CTX.http, CTX.paths, name, entry, compression, CTX.settings.progress,
-                       _image_check(target, entry))
+    fetched = download(
+        CTX.http,
+        CTX.paths,
+        name,
+        entry,
+        compression,
+        CTX.settings.progress,
+        _image_check(target, entry),
+    )
     how = f"fetched {fetched.transferred} bytes" if fetched.transferred else "in the cache"
     print(f"{name}: {entry.release} {how}, {entry.digest[:19]}… verified", flush=True)
-    write_receipt(CTX.paths.receipt(name, "download"), download_key(entry, compression), {
-        "target": name, "url": entry.url, "digest": entry.digest, "release": entry.release,
-        "image": str(fetched.image), "signed_by": entry.signed_by,
-    })
+    write_receipt(
+        CTX.paths.receipt(name, "download"),
+        download_key(entry, compression),
+        {
+            "target": name,
+            "url": entry.url,
+            "digest": entry.digest,
+            "release": entry.release,
+            "image": str(fetched.image),
+            "signed_by": entry.signed_by,
+        },
+    )
 
 
 def task_discover() -> Iterator[TaskDict]:
@@ -186,6 +216,8 @@ def task_discover() -> Iterator[TaskDict]:
 
 
 def run_discover(flavor_name: str) -> None:
+    from kmi import discover
+
     flavor = CTX.catalogue.flavor(flavor_name)
 
     def say(line: str) -> None:
@@ -228,9 +260,15 @@ def run_checksum(name: str) -> None:
     entry, dkey = state
     checked = verify_cached(CTX.paths, name, entry, target.flavor.upstream.compression)
     print(f"{name}: {checked} cached bytes match {entry.digest[:19]}…", flush=True)
-    write_receipt(CTX.paths.receipt(name, "checksum"), checksum_key(entry, dkey), {
-        "target": name, "digest": entry.digest, "bytes": checked,
-    })
+    write_receipt(
+        CTX.paths.receipt(name, "checksum"),
+        checksum_key(entry, dkey),
+        {
+            "target": name,
+            "digest": entry.digest,
+            "bytes": checked,
+        },
+    )
 
 
 def task_checksum() -> Iterator[TaskDict]:
@@ -263,8 +301,9 @@ class KmiReporter(ConsoleReporter):  # type: ignore[misc]
             super()._write_failure(result, write_exception)
 
     def complete_run(self) -> None:
-        failed = [r["task"].name for r in self.failures
-                  if not isinstance(r["exception"], UnmetDependency)]
+        failed = [
+            r["task"].name for r in self.failures if not isinstance(r["exception"], UnmetDependency)
+        ]
         skipped = len(self.failures) - len(failed)
         if failed:
             self.write(f"{len(failed)} task(s) failed, {skipped} skipped: {', '.join(failed)}\n")

@@ -65,8 +65,12 @@ def run(
     command = sh.Command(argv[0])
     try:
         done = command(
-            *argv[1:], _env=dict(env) if env is not None else None, _in=stdin,
-            _ok_code=list(ok_codes), _return_cmd=True, _err_to_out=False,
+            *argv[1:],
+            _env=dict(env) if env is not None else None,
+            _in=stdin,
+            _ok_code=list(ok_codes),
+            _return_cmd=True,
+            _err_to_out=False,
         )
         result = Result(done.exit_code, _text(done.stdout), _text(done.stderr))
     except sh.ErrorReturnCode as err:
@@ -92,4 +96,6 @@ def _append_log(log: Path | None, argv: Sequence[str], result: Result) -> None:
         return
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("a", encoding="utf-8") as out:
-        out.write(f"$ {shlex.join(argv)}\n{result.stdout}{result.stderr}[exit {result.exit_code}]\n")
+        out.write(
+            f"$ {shlex.join(argv)}\n{result.stdout}{result.stderr}[exit {result.exit_code}]\n"
+        )

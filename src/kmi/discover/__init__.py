@@ -15,12 +15,12 @@ from pathlib import Path
 
 from kmi import lock as lockfile
 from kmi import templates
-from kmi.catalogue import Flavor, Target, Version, targets_of
+from kmi.catalogue import Flavor, Target
 from kmi.checksums import find_digest
 from kmi.discover.finders import Build, find_builds, find_versions
 from kmi.errors import KmiError, TransferError, VerificationError
-from kmi.keys import stage_key
-from kmi.lock import Lock, LockEntry
+from kmi.lock import LockEntry
+from kmi.maintained import maintained_targets, source_key
 from kmi.net import Http
 from kmi.signatures import Keyring
 
@@ -29,32 +29,6 @@ MAX_FALLBACK = 3  # older builds tried when the newest is not (yet) fully publis
 
 class NotPublished(KmiError):
     """A build whose checksum does not list the file yet: try the one before it."""
-
-
-def source_key(target: Target) -> str:
-    """A hash of the catalogue settings that decide which upstream file a target pins."""
-    up = target.flavor.upstream
-    config = {
-        "discovery": dataclasses.asdict(up.discovery),
-        "checksum": dataclasses.asdict(up.checksum),
-        "signature": dataclasses.asdict(up.signature),
-        "compression": up.compression,
-        "values": target.template_values(),
-    }
-    return stage_key("upstream", config)[:16]
-
-
-def maintained_versions(flavor: Flavor, lock: Lock) -> tuple[Version, ...]:
-    """The catalogue's versions, or those a tracking policy found (kept in the lock)."""
-    tracked = lock.versions.get(flavor.name)
-    if flavor.track is None or not tracked:
-        return flavor.versions
-    known = {v.version: v for v in flavor.versions}
-    return tuple(known.get(v, Version(version=v)) for v in tracked)
-
-
-def maintained_targets(flavor: Flavor, lock: Lock) -> list[Target]:
-    return targets_of(flavor, maintained_versions(flavor, lock))
 
 
 class KeyringCache:
@@ -79,7 +53,9 @@ class KeyringCache:
         try:
             return path.read_bytes()
         except OSError as err:
-            raise KmiError(f"{flavor.source}: upstream.signature.keys: {path}: {err.strerror}")
+            raise KmiError(
+                f"{flavor.source}: upstream.signature.keys: {path}: {err.strerror}"
+            ) from None
 
     def close(self) -> None:
         for ring in self._rings.values():
@@ -94,8 +70,13 @@ def pin(http: Http, rings: KeyringCache, target: Target, build: Build) -> LockEn
     """Verify one build's checksum file (and its signature) and make its lock entry."""
     up = target.flavor.upstream
     directory, _, filename = build.url.rpartition("/")
-    values = {**target.template_values(), "release": build.release, "url": build.url,
-              "dir": directory, "file": filename}
+    values = {
+        **target.template_values(),
+        "release": build.release,
+        "url": build.url,
+        "dir": directory,
+        "file": filename,
+    }
     checksum_url = templates.render(up.checksum.url, values)
     values["checksum_url"] = checksum_url
     try:
@@ -106,8 +87,9 @@ def pin(http: Http, rings: KeyringCache, target: Target, build: Build) -> LockEn
         raise
     text, signed_by, image_sig = _verified_text(http, rings, target, raw, values)
     try:
-        hexdigest = find_digest(text, up.checksum.format, filename, up.checksum.algorithm,
-                                http.describe(checksum_url))
+        hexdigest = find_digest(
+            text, up.checksum.format, filename, up.checksum.algorithm, http.describe(checksum_url)
+        )
     except VerificationError as err:
         raise NotPublished(str(err)) from None
     if build.index_digest and build.index_digest.lower() != hexdigest:
@@ -117,14 +99,22 @@ def pin(http: Http, rings: KeyringCache, target: Target, build: Build) -> LockEn
         )
     size = build.size if build.size is not None else http.size(build.url)
     return LockEntry(
-        flavor=target.flavor.name, url=build.url, digest=f"{up.checksum.algorithm}:{hexdigest}", size=size,
-        release=build.release, found=_now(), checksum_url=checksum_url, signed_by=signed_by,
-        image_signature_url=image_sig, source=source_key(target),
+        flavor=target.flavor.name,
+        url=build.url,
+        digest=f"{up.checksum.algorithm}:{hexdigest}",
+        size=size,
+        release=build.release,
+        found=_now(),
+        checksum_url=checksum_url,
+        signed_by=signed_by,
+        image_signature_url=image_sig,
+        source=source_key(target),
     )
 
 
-def _verified_text(http: Http, rings: KeyringCache, target: Target, raw: bytes,
-                   values: dict[str, str]) -> tuple[str, str, str]:
+def _verified_text(
+    http: Http, rings: KeyringCache, target: Target, raw: bytes, values: dict[str, str]
+) -> tuple[str, str, str]:
     """(checksum text to trust, who signed it, URL of the image's own signature)."""
     sig = target.flavor.upstream.signature
     text = raw.decode("utf-8", errors="replace")
@@ -148,10 +138,11 @@ def discover_target(http: Http, rings: KeyringCache, target: Target) -> LockEntr
     """Pin the newest fully published build of one target."""
     builds = find_builds(http, target)
     if not builds:
-        index = templates.render(target.flavor.upstream.discovery.index,
-                                 target.template_values())
-        raise KmiError(f"{target.name}: no build found at {http.describe(index)}; "
-                       f"check upstream.discovery in {target.flavor.source}")
+        index = templates.render(target.flavor.upstream.discovery.index, target.template_values())
+        raise KmiError(
+            f"{target.name}: no build found at {http.describe(index)}; "
+            f"check upstream.discovery in {target.flavor.source}"
+        )
     problems = []
     for build in builds[:MAX_FALLBACK]:
         try:
@@ -182,8 +173,9 @@ def record(lock_path: Path, name: str, entry: LockEntry) -> str | None:
         return describe_change(name, old, entry)
 
 
-def discover_flavor(http: Http, lock_path: Path, flavor: Flavor,
-                    say: Callable[[str], None]) -> list[str]:
+def discover_flavor(
+    http: Http, lock_path: Path, flavor: Flavor, say: Callable[[str], None]
+) -> list[str]:
     """Refresh every target of a flavor; returns the failures (one line each)."""
     failures: list[str] = []
     if flavor.track is not None:
@@ -210,8 +202,9 @@ def discover_flavor(http: Http, lock_path: Path, flavor: Flavor,
     return failures
 
 
-def _record_versions(lock_path: Path, flavor: str, versions: list[str],
-                     say: Callable[[str], None]) -> None:
+def _record_versions(
+    lock_path: Path, flavor: str, versions: list[str], say: Callable[[str], None]
+) -> None:
     with lockfile.updating(lock_path) as lock:
         old = lock.versions.get(flavor)
         if old != versions:
@@ -219,8 +212,9 @@ def _record_versions(lock_path: Path, flavor: str, versions: list[str],
             lock.versions[flavor] = versions
 
 
-def _drop_unmaintained(lock_path: Path, flavor: Flavor, keep: set[str],
-                       say: Callable[[str], None]) -> None:
+def _drop_unmaintained(
+    lock_path: Path, flavor: Flavor, keep: set[str], say: Callable[[str], None]
+) -> None:
     with lockfile.updating(lock_path) as lock:
         for name, entry in sorted(lock.targets.items()):
             if entry.flavor == flavor.name and name not in keep:

@@ -114,8 +114,14 @@ def find_releases_json(http: Http, target: Target) -> list[Build]:
         m = pattern.fullmatch(link.rsplit("/", 1)[-1]) if isinstance(link, str) else None
         if m and isinstance(link, str):
             sha = entry.get("sha256")
-            builds.append(Build(link, m["release"], sha if isinstance(sha, str) else None,
-                                _size(entry.get("size"))))
+            builds.append(
+                Build(
+                    link,
+                    m["release"],
+                    sha if isinstance(sha, str) else None,
+                    _size(entry.get("size")),
+                )
+            )
     return builds
 
 
@@ -134,8 +140,14 @@ def find_simplestreams(http: Http, target: Target) -> list[Build]:
         items = version.get("items", {}) if isinstance(version, dict) else {}
         item = next((i for k, i in items.items() if d.item in (k, i.get("ftype"))), None)
         if isinstance(item, dict) and isinstance(item.get("path"), str):
-            builds.append(Build(urljoin(d.base, item["path"]), release, item.get("sha256"),
-                                _size(item.get("size"))))
+            builds.append(
+                Build(
+                    urljoin(d.base, item["path"]),
+                    release,
+                    item.get("sha256"),
+                    _size(item.get("size")),
+                )
+            )
     return builds
 
 

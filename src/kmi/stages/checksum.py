@@ -14,8 +14,9 @@ STAGE_VERSION = "1"
 
 
 def checksum_key(entry: LockEntry, download_key: str) -> str:
-    return stage_key("checksum", {"digest": entry.digest}, {"kmi-checksum": STAGE_VERSION},
-                     [download_key])
+    return stage_key(
+        "checksum", {"digest": entry.digest}, {"kmi-checksum": STAGE_VERSION}, [download_key]
+    )
 
 
 def verify_cached(paths: Paths, target: str, entry: LockEntry, compression: str) -> int:

@@ -4,25 +4,28 @@ from __future__ import annotations
 
 import bz2
 import gzip
+import io
 import lzma
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import TYPE_CHECKING
 
 from kmi.errors import VerificationError
 from kmi.files import atomic_output
 from kmi.keys import stage_key
 from kmi.lock import LockEntry
-from kmi.net import Http
 from kmi.paths import Paths
 from kmi.progress import Progress
 
-DECOMPRESSORS: dict[str, Callable[[Path], IO[Any]]] = {
-    "xz": lambda p: lzma.open(p, "rb"),
-    "gz": lambda p: gzip.open(p, "rb"),
-    "bz2": lambda p: bz2.open(p, "rb"),
+if TYPE_CHECKING:  # requests is slow to import; tasks load this module for its key only
+    from kmi.net import Http
+
+DECOMPRESSORS: dict[str, Callable[[Path], io.BufferedIOBase]] = {
+    "xz": lzma.LZMAFile,
+    "gz": gzip.GzipFile,
+    "bz2": bz2.BZ2File,
 }
 
 ImageCheck = Callable[[Path], str]
@@ -41,8 +44,14 @@ class Fetched:
     transferred: int  # bytes received from the network (0 on a cache hit)
 
 
-def fetch_blob(http: Http, paths: Paths, target: str, entry: LockEntry, progress: str,
-               check_image_signature: ImageCheck | None) -> int:
+def fetch_blob(
+    http: Http,
+    paths: Paths,
+    target: str,
+    entry: LockEntry,
+    progress: str,
+    check_image_signature: ImageCheck | None,
+) -> int:
     """Ensure the verified upstream bytes are in the cache; returns the bytes transferred."""
     blob = paths.blob(entry.digest)
     if blob.exists():
@@ -77,8 +86,15 @@ def unpack(paths: Paths, entry: LockEntry, compression: str) -> Path:
     return image
 
 
-def download(http: Http, paths: Paths, target: str, entry: LockEntry, compression: str,
-             progress: str, check_image_signature: ImageCheck | None = None) -> Fetched:
+def download(
+    http: Http,
+    paths: Paths,
+    target: str,
+    entry: LockEntry,
+    compression: str,
+    progress: str,
+    check_image_signature: ImageCheck | None = None,
+) -> Fetched:
     """Fetch (or find in the cache) and unpack one target's upstream image."""
     transferred = fetch_blob(http, paths, target, entry, progress, check_image_signature)
     return Fetched(unpack(paths, entry, compression), transferred)
