@@ -10,20 +10,20 @@ from pathlib import Path
 
 import pytest
 
-from tests.mirror_server import MirrorServer
-from tests.upstreams import TestKey, Upstreams, environment, pin_test_key
+from kmi.demo.server import MirrorServer
+from kmi.demo.upstreams import SigningKey, Upstreams, environment, pin_key
 
 REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="session")
-def gpg_key(tmp_path_factory: pytest.TempPathFactory) -> TestKey:
-    return TestKey(tmp_path_factory.mktemp("gpg") / "home", "kmi test <test@kmi.invalid>")
+def gpg_key(tmp_path_factory: pytest.TempPathFactory) -> SigningKey:
+    return SigningKey(tmp_path_factory.mktemp("gpg") / "home", "kmi test <test@kmi.invalid>")
 
 
 @pytest.fixture(scope="session")
-def other_key(tmp_path_factory: pytest.TempPathFactory) -> TestKey:
-    return TestKey(tmp_path_factory.mktemp("gpg2") / "home", "impostor <evil@kmi.invalid>")
+def other_key(tmp_path_factory: pytest.TempPathFactory) -> SigningKey:
+    return SigningKey(tmp_path_factory.mktemp("gpg2") / "home", "impostor <evil@kmi.invalid>")
 
 
 @pytest.fixture
@@ -35,13 +35,13 @@ def mirror(tmp_path: Path) -> Iterator[MirrorServer]:
 
 
 @pytest.fixture
-def upstreams(mirror: MirrorServer, gpg_key: TestKey) -> Upstreams:
+def upstreams(mirror: MirrorServer, gpg_key: SigningKey) -> Upstreams:
     return Upstreams(mirror.root, gpg_key)
 
 
 @pytest.fixture
-def catalogue(tmp_path: Path, gpg_key: TestKey) -> Path:
-    return pin_test_key(REPO / "distros", tmp_path / "distros", gpg_key)
+def catalogue(tmp_path: Path, gpg_key: SigningKey) -> Path:
+    return pin_key(REPO / "distros", tmp_path / "distros", gpg_key)
 
 
 @dataclass

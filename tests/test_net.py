@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
+from kmi.demo.server import MirrorServer
+from kmi.demo.upstreams import Upstreams
 from kmi.errors import TransferError
 from kmi.net import Http
 from kmi.progress import Progress
 from kmi.settings import load_settings
-from tests.mirror_server import MirrorServer
-from tests.upstreams import Upstreams
 
 URL = "https://cloud.centos.org/centos/9-stream/x86_64/images/big.qcow2"
 PATH = "/cloud.centos.org/centos/9-stream/x86_64/images/big.qcow2"

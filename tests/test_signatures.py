@@ -6,18 +6,18 @@ from pathlib import Path
 
 import pytest
 
+from kmi.demo.upstreams import SigningKey
 from kmi.errors import VerificationError
 from kmi.signatures import Keyring
-from tests.upstreams import TestKey
 
 TEXT = "SHA256 (f.qcow2) = " + "a" * 64 + "\n"
 
 
-def ring(keys: list[TestKey], pinned: list[TestKey]) -> Keyring:
+def ring(keys: list[SigningKey], pinned: list[SigningKey]) -> Keyring:
     return Keyring([k.public for k in keys], [k.fingerprint for k in pinned], "fedora.yaml")
 
 
-def test_clearsigned_returns_only_the_signed_text(gpg_key: TestKey) -> None:
+def test_clearsigned_returns_only_the_signed_text(gpg_key: SigningKey) -> None:
     signed = b"injected  f.qcow2\n" + gpg_key.clearsign(TEXT) + b"\ninjected too\n"
     with ring([gpg_key], [gpg_key]) as keyring:
         text, fingerprint = keyring.clearsigned(signed)
@@ -25,7 +25,7 @@ def test_clearsigned_returns_only_the_signed_text(gpg_key: TestKey) -> None:
     assert fingerprint == gpg_key.fingerprint
 
 
-def test_tampered_clearsigned_is_bad(gpg_key: TestKey) -> None:
+def test_tampered_clearsigned_is_bad(gpg_key: SigningKey) -> None:
     signed = gpg_key.clearsign(TEXT).replace(b"aaaa", b"bbbb", 1)
     with (
         ring([gpg_key], [gpg_key]) as keyring,
@@ -34,7 +34,7 @@ def test_tampered_clearsigned_is_bad(gpg_key: TestKey) -> None:
         keyring.clearsigned(signed)
 
 
-def test_signature_by_key_not_pinned(gpg_key: TestKey, other_key: TestKey) -> None:
+def test_signature_by_key_not_pinned(gpg_key: SigningKey, other_key: SigningKey) -> None:
     with ring([gpg_key, other_key], [gpg_key]) as keyring, pytest.raises(VerificationError) as err:
         keyring.clearsigned(other_key.clearsign(TEXT))
     assert str(err.value) == (
@@ -43,7 +43,7 @@ def test_signature_by_key_not_pinned(gpg_key: TestKey, other_key: TestKey) -> No
     )
 
 
-def test_signature_by_unknown_key(gpg_key: TestKey, other_key: TestKey) -> None:
+def test_signature_by_unknown_key(gpg_key: SigningKey, other_key: SigningKey) -> None:
     with (
         ring([gpg_key], [gpg_key]) as keyring,
         pytest.raises(VerificationError, match=r"^fedora\.yaml: signed by unknown key "),
@@ -51,7 +51,7 @@ def test_signature_by_unknown_key(gpg_key: TestKey, other_key: TestKey) -> None:
         keyring.clearsigned(other_key.clearsign(TEXT))
 
 
-def test_unsigned_file_is_refused(gpg_key: TestKey) -> None:
+def test_unsigned_file_is_refused(gpg_key: SigningKey) -> None:
     with (
         ring([gpg_key], [gpg_key]) as keyring,
         pytest.raises(VerificationError, match=r"not signed \(no PGP signed message\)"),
@@ -59,7 +59,7 @@ def test_unsigned_file_is_refused(gpg_key: TestKey) -> None:
         keyring.clearsigned(TEXT.encode())
 
 
-def test_detached(tmp_path: Path, gpg_key: TestKey) -> None:
+def test_detached(tmp_path: Path, gpg_key: SigningKey) -> None:
     data = tmp_path / "SHA256SUMS"
     data.write_text(TEXT)
     signature = gpg_key.detach_sign(TEXT.encode())
@@ -72,7 +72,7 @@ def test_detached(tmp_path: Path, gpg_key: TestKey) -> None:
             keyring.detached(data, b"not a signature")
 
 
-def test_nothing_pinned_is_refused_before_anything_runs(gpg_key: TestKey) -> None:
+def test_nothing_pinned_is_refused_before_anything_runs(gpg_key: SigningKey) -> None:
     with pytest.raises(VerificationError) as err:
         Keyring([gpg_key.public], [], "alpine.yaml: upstream.signature")
     assert str(err.value) == (

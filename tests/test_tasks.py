@@ -6,11 +6,11 @@ import lzma
 import shutil
 from pathlib import Path
 
+from kmi.demo.layouts import centos, debian
+from kmi.demo.server import MirrorServer
+from kmi.demo.upstreams import SigningKey, Upstreams
 from kmi.lock import read_lock
 from tests.conftest import REPO, Project
-from tests.mirror_server import MirrorServer
-from tests.test_discover import centos, debian
-from tests.upstreams import TestKey, Upstreams
 
 
 def cached_blobs(project: Project) -> list[Path]:
@@ -167,7 +167,7 @@ def test_upstream_bytes_that_differ_from_the_lock(
 
 
 def test_image_signature_checked_before_caching(
-    project: Project, upstreams: Upstreams, other_key: TestKey
+    project: Project, upstreams: Upstreams, other_key: SigningKey
 ) -> None:
     upstreams.archlinux("20241001.267073")
     assert project.doit("discover:archlinux").code == 0

@@ -1,6 +1,8 @@
 """Build a mirror tree in each upstream's own layout, file names and checksum formats,
-signed with keys the tests generate. URLs are the real upstream URLs; the tree stores
-`https://HOST/PATH` at `<root>/HOST/PATH`, which is how KMI_MIRROR maps them."""
+signed with keys generated on the spot (for the tests and the offline demo).
+
+URLs are the real upstream URLs; the tree stores `https://HOST/PATH` at `<root>/HOST/PATH`,
+which is how KMI_MIRROR maps them."""
 
 from __future__ import annotations
 
@@ -12,11 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import yaml
 
-class TestKey:
+
+class SigningKey:
     """A throw-away OpenPGP signing key in its own gpg home."""
-
-    __test__ = False  # not a pytest test class
 
     def __init__(self, home: Path, uid: str) -> None:
         home.mkdir(parents=True, exist_ok=True)
@@ -84,7 +86,7 @@ def image_bytes(label: str, size: int = 64 * 1024) -> bytes:
 class Upstreams:
     """Writes upstream layouts under `root`; one method per upstream."""
 
-    def __init__(self, root: Path, key: TestKey) -> None:
+    def __init__(self, root: Path, key: SigningKey) -> None:
         self.root = root
         self.key = key
         self.releases: list[dict[str, str]] = []  # fedora releases.json
@@ -170,7 +172,12 @@ class Upstreams:
         return img
 
     def ubuntu(
-        self, version: str, name: str, date: str, arch: str = "amd64", signer: TestKey | None = None
+        self,
+        version: str,
+        name: str,
+        date: str,
+        arch: str = "amd64",
+        signer: SigningKey | None = None,
     ) -> Image:
         rel = f"server/releases/{name}/release-{date}"
         img = self.image(
@@ -234,7 +241,7 @@ class Upstreams:
         self.put(f"{img.url}.asc", self.key.detach_sign(img.data))
         return img
 
-    def archlinux(self, build: str, signer: TestKey | None = None) -> Image:
+    def archlinux(self, build: str, signer: SigningKey | None = None) -> Image:
         folder = f"https://geo.mirror.pkgbuild.com/images/v{build}"
         img = self.image(f"{folder}/Arch-Linux-x86_64-cloudimg-{build}.qcow2")
         self.put(f"{img.url}.SHA256", f"{img.hexdigest()}  {img.name}\n")
@@ -253,24 +260,22 @@ class Upstreams:
         return old + text.encode()
 
 
-def pin_test_key(source: Path, dest: Path, key: TestKey) -> Path:
-    """Copy the real catalogue to `dest`, trusting the test key wherever upstream signs."""
-    import yaml
-
+def pin_key(source: Path, dest: Path, key: SigningKey) -> Path:
+    """Copy the catalogue to `dest`, trusting `key` (and only it) wherever upstream signs."""
     dest.mkdir(parents=True, exist_ok=True)
-    (dest / "test-key.asc").write_bytes(key.public)
+    (dest / "local-key.asc").write_bytes(key.public)
     for path in sorted(source.glob("*.yaml")):
         data = yaml.safe_load(path.read_text())
         sig = data["upstream"]["signature"]
         if sig["kind"] != "none":
-            sig["keys"] = ["test-key.asc"]
+            sig["keys"] = ["local-key.asc"]
             sig["fingerprints"] = [key.fingerprint]
         (dest / path.name).write_text(yaml.safe_dump(data, sort_keys=False))
     return dest
 
 
 def environment(catalogue: Path, work: Path, mirror: str, **extra: str) -> dict[str, str]:
-    """The environment a doit run of the tests uses."""
+    """The environment of a doit run against a local mirror."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("KMI_")}
     env.update(
         KMI_CATALOGUE=str(catalogue),

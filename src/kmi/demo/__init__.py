@@ -1,0 +1,1 @@
+"""A local stand-in for the internet: a mirror server and upstream layouts (tests, demo)."""

@@ -1,0 +1,110 @@
+"""Sample builds of every catalogue flavor, in each upstream's layout (tests, demo, bench).
+
+Each function writes the builds of one flavor's maintained targets (and an older build
+beside most, so that "newest" is decided) and returns the image each target should pin.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from kmi.demo.upstreams import Image, Upstreams
+
+Populate = Callable[[Upstreams], dict[str, Image]]
+
+
+def fedora(u: Upstreams) -> dict[str, Image]:
+    out = {}
+    for v, rel in (("43", "1.6"), ("42", "1.1")):
+        for arch, uarch in (("amd64", "x86_64"), ("arm64", "aarch64"), ("s390x", "s390x")):
+            out[f"fedora-{v}-{arch}"] = u.fedora(v, rel, uarch)
+    return out
+
+
+def centos(u: Upstreams) -> dict[str, Image]:
+    out = {}
+    for v in ("10", "9"):
+        for arch, uarch in (("amd64", "x86_64"), ("arm64", "aarch64"), ("s390x", "s390x")):
+            u.centos(v, "20240101", uarch)
+            out[f"centos-stream-{v}-{arch}"] = u.centos(v, "20241007", uarch)
+    return out
+
+
+def almalinux(u: Upstreams) -> dict[str, Image]:
+    out = {}
+    for v in ("10", "9"):
+        for arch, uarch in (("amd64", "x86_64"), ("arm64", "aarch64"), ("s390x", "s390x")):
+            out[f"almalinux-{v}-{arch}"] = u.almalinux(v, "9", "20241120", uarch)
+    return out
+
+
+def rocky(u: Upstreams) -> dict[str, Image]:
+    out = {}
+    for v in ("10", "9"):
+        for arch, uarch in (("amd64", "x86_64"), ("arm64", "aarch64"), ("s390x", "s390x")):
+            u.rocky(v, "9", "20241001", uarch)
+            out[f"rocky-{v}-{arch}"] = u.rocky(v, "10", "20250101", uarch)
+    return out
+
+
+def ubuntu(u: Upstreams) -> dict[str, Image]:
+    out = {}
+    for v, name in (("24.04", "noble"), ("22.04", "jammy")):
+        for arch in ("amd64", "arm64", "s390x"):
+            u.ubuntu(v, name, "20240901", arch)
+            out[f"ubuntu-{v}-{arch}"] = u.ubuntu(v, name, "20241004", arch)
+    return out
+
+
+def debian(u: Upstreams) -> dict[str, Image]:
+    out = {}
+    for v, name in (("13", "trixie"), ("12", "bookworm")):
+        for arch in ("amd64", "arm64"):
+            u.debian(v, name, "20240901-1800", arch)
+            out[f"debian-{v}-{arch}"] = u.debian(v, name, "20241004-1894", arch)
+    return out
+
+
+def opensuse(u: Upstreams) -> dict[str, Image]:
+    out = {}
+    for v in ("16.0", "15.6"):
+        for arch, uarch in (("amd64", "x86_64"), ("arm64", "aarch64")):
+            u.opensuse(v, "9.8", uarch)
+            out[f"opensuse-leap-{v}-{arch}"] = u.opensuse(v, "16.54", uarch)
+    return out
+
+
+def alpine(u: Upstreams) -> dict[str, Image]:
+    out = {}
+    for v in ("3.22", "3.21"):
+        for arch, uarch in (("amd64", "x86_64-bios"), ("arm64", "aarch64-uefi")):
+            u.alpine(v, "1", uarch)
+            out[f"alpine-{v}-{arch}"] = u.alpine(v, "10", uarch)
+    return out
+
+
+def archlinux(u: Upstreams) -> dict[str, Image]:
+    u.archlinux("20240915.263127")
+    return {"archlinux-rolling-amd64": u.archlinux("20241001.267073")}
+
+
+LAYOUTS: dict[str, tuple[Populate, str, str]] = {
+    # flavor: (layout, digest algorithm, how it is signed)
+    "fedora": (fedora, "sha256", "key"),
+    "centos-stream": (centos, "sha256", "unsigned"),
+    "almalinux": (almalinux, "sha256", "key"),
+    "rocky": (rocky, "sha256", "unsigned"),
+    "ubuntu": (ubuntu, "sha256", "key"),
+    "debian": (debian, "sha512", "unsigned"),
+    "opensuse-leap": (opensuse, "sha256", "key"),
+    "alpine": (alpine, "sha512", "image"),
+    "archlinux": (archlinux, "sha256", "image"),
+}
+
+
+def populate_all(upstreams: Upstreams) -> dict[str, Image]:
+    """Every flavor's builds; target name -> the image it should pin."""
+    images: dict[str, Image] = {}
+    for populate, _, _ in LAYOUTS.values():
+        images.update(populate(upstreams))
+    return images
