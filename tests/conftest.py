@@ -17,13 +17,17 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="session")
-def gpg_key(tmp_path_factory: pytest.TempPathFactory) -> SigningKey:
-    return SigningKey(tmp_path_factory.mktemp("gpg") / "home", "kmi test <test@kmi.invalid>")
+def gpg_key(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SigningKey]:
+    key = SigningKey(tmp_path_factory.mktemp("gpg") / "home", "kmi test <test@kmi.invalid>")
+    yield key
+    key.close()
 
 
 @pytest.fixture(scope="session")
-def other_key(tmp_path_factory: pytest.TempPathFactory) -> SigningKey:
-    return SigningKey(tmp_path_factory.mktemp("gpg2") / "home", "impostor <evil@kmi.invalid>")
+def other_key(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SigningKey]:
+    key = SigningKey(tmp_path_factory.mktemp("gpg2") / "home", "impostor <evil@kmi.invalid>")
+    yield key
+    key.close()
 
 
 @pytest.fixture

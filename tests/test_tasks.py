@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import lzma
 import shutil
 from pathlib import Path
@@ -167,7 +168,11 @@ def test_upstream_bytes_that_differ_from_the_lock(
 
 
 def test_image_signature_checked_before_caching(
-    project: Project, upstreams: Upstreams, other_key: SigningKey
+    project: Project,
+    upstreams: Upstreams,
+    mirror: MirrorServer,
+    gpg_key: SigningKey,
+    other_key: SigningKey,
 ) -> None:
     upstreams.archlinux("20241001.267073")
     assert project.doit("discover:archlinux").code == 0
@@ -179,6 +184,12 @@ def test_image_signature_checked_before_caching(
     upstreams.archlinux("20241001.267073")
     ok = project.doit("download:archlinux-rolling-amd64")
     assert ok.code == 0 and len(cached_blobs(project)) == 1
+    receipt = json.loads((project.work / "build/archlinux-rolling-amd64/download.json").read_text())
+    assert receipt["signed_by"] == gpg_key.fingerprint
+    shutil.rmtree(project.work / "build")
+    before = len(mirror.settled())
+    assert project.doit("download:archlinux-rolling-amd64").code == 0
+    assert mirror.settled()[before:] == []  # a cache hit fetches not even the signature
 
 
 XZ_FLAVOR = """\

@@ -158,15 +158,16 @@ def download_is_current(name: str) -> bool:
 
 
 def _image_check(target: Target, entry: LockEntry) -> Callable[[Path], str] | None:
+    """For upstreams that sign the image itself: a check run on the downloaded bytes."""
     if not entry.image_signature_url:
         return None
-    from kmi import discover
-
-    rings = discover.KeyringCache(CTX.http)
-    signature = CTX.http.content(entry.image_signature_url)
 
     def check(path: Path) -> str:
+        from kmi import discover
+
+        rings = discover.KeyringCache(CTX.http)
         try:
+            signature = CTX.http.content(entry.image_signature_url)
             return rings.of(target.flavor).detached(path, signature)
         finally:
             rings.close()
@@ -198,7 +199,7 @@ def run_download(name: str) -> None:
             "digest": entry.digest,
             "release": entry.release,
             "image": str(fetched.image),
-            "signed_by": entry.signed_by,
+            "signed_by": fetched.image_signed_by or entry.signed_by,
         },
     )
 

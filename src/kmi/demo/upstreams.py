@@ -24,12 +24,17 @@ class SigningKey:
         home.mkdir(parents=True, exist_ok=True)
         home.chmod(0o700)
         self.home = home
-        self._gpg("--passphrase", "", "--quick-gen-key", uid, "ed25519", "sign", "never")
+        if not self._gpg("--list-secret-keys"):  # a home made by an earlier run is reused
+            self._gpg("--passphrase", "", "--quick-gen-key", uid, "ed25519", "sign", "never")
         listing = self._gpg("--with-colons", "--list-keys").decode()
         self.fingerprint = next(
             line.split(":")[9] for line in listing.splitlines() if line.startswith("fpr:")
         )
         self.public = self._gpg("--armor", "--export")
+
+    def close(self) -> None:
+        """Stop the gpg-agent that signing started."""
+        subprocess.run(["gpgconf", "--homedir", str(self.home), "--kill", "gpg-agent"], check=False)
 
     def _gpg(self, *args: str, data: bytes | None = None) -> bytes:
         argv = [
@@ -284,6 +289,6 @@ def environment(catalogue: Path, work: Path, mirror: str, **extra: str) -> dict[
         KMI_MIRROR=mirror,
         KMI_HTTP_BACKOFF="0.01",
         KMI_PROGRESS="lines",
-        **extra,
     )
+    env.update(extra)
     return env

@@ -42,6 +42,7 @@ def download_key(entry: LockEntry, compression: str) -> str:
 class Fetched:
     image: Path  # the disk image, transport compression removed
     transferred: int  # bytes received from the network (0 on a cache hit)
+    image_signed_by: str | None = None  # fingerprint, when the image's own signature was checked
 
 
 def fetch_blob(
@@ -51,11 +52,12 @@ def fetch_blob(
     entry: LockEntry,
     progress: str,
     check_image_signature: ImageCheck | None,
-) -> int:
-    """Ensure the verified upstream bytes are in the cache; returns the bytes transferred."""
+) -> tuple[int, str | None]:
+    """Ensure the verified upstream bytes are in the cache: (bytes transferred, fingerprint
+    of the image signature checked before they entered it)."""
     blob = paths.blob(entry.digest)
     if blob.exists():
-        return 0
+        return 0, None
     part = paths.partial(entry.digest)
     meter = Progress(f"{target}: {entry.url.rsplit('/', 1)[-1]}", entry.size, progress)
     got = http.download(entry.url, part, entry.algorithm, meter, expected_size=entry.size)
@@ -65,15 +67,16 @@ def fetch_blob(
             f"{target}: {http.describe(entry.url)}: digest mismatch: expected {entry.digest}, "
             f"got {entry.algorithm}:{got.hexdigest}; the bad bytes were deleted"
         )
+    signer = None
     if check_image_signature is not None:
         try:
-            check_image_signature(part)
+            signer = check_image_signature(part)
         except VerificationError:
             part.unlink(missing_ok=True)
             raise
     blob.parent.mkdir(parents=True, exist_ok=True)
     part.replace(blob)
-    return got.size
+    return got.size, signer
 
 
 def unpack(paths: Paths, entry: LockEntry, compression: str) -> Path:
@@ -96,5 +99,5 @@ def download(
     check_image_signature: ImageCheck | None = None,
 ) -> Fetched:
     """Fetch (or find in the cache) and unpack one target's upstream image."""
-    transferred = fetch_blob(http, paths, target, entry, progress, check_image_signature)
-    return Fetched(unpack(paths, entry, compression), transferred)
+    transferred, signer = fetch_blob(http, paths, target, entry, progress, check_image_signature)
+    return Fetched(unpack(paths, entry, compression), transferred, signer)

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Set up kmi on a fresh Debian/Ubuntu machine: the system packages it runs, then .venv.
+# Safe to run again: it installs only what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# gnupg: gpg verifies upstream signatures; xz-utils and ca-certificates for downloads;
+# git for the project itself.
+SYSTEM_PACKAGES=(gnupg xz-utils ca-certificates git)
+
+missing=()
+for package in "${SYSTEM_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" \
+        || missing+=("$package")
+done
+if ((${#missing[@]})); then
+    echo "setup: installing system packages: ${missing[*]}"
+    sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
+        "${missing[@]}" >/dev/null
+fi
+
+python=${PYTHON:-python3}
+if ! "$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+    echo "setup: kmi needs Python 3.11 or newer; $python is $("$python" --version)" >&2
+    exit 1
+fi
+if [ ! -x .venv/bin/python ]; then
+    echo "setup: creating .venv"
+    "$python" -m venv .venv
+fi
+.venv/bin/pip install -q --disable-pip-version-check -e '.[dev]'
+echo "setup: ready ($(.venv/bin/python --version), $(.venv/bin/doit --version | head -1))"
