@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from kmi import catalogue_reference
 from kmi.catalogue import Arch, load_catalogue, targets_of
 from kmi.errors import CatalogueError
 from tests.conftest import REPO
@@ -166,3 +167,18 @@ def test_doit_prints_catalogue_errors_without_traceback(tmp_path: Path) -> None:
         f"{tmp_path}/demo.yaml: .tier: expected one of 'planned', 'preview', 'proposed', "
         "'stable', got 'gold'\n"
     )
+
+
+def test_docs_reference_is_generated_from_the_code() -> None:
+    document = (REPO / "docs" / "catalogue.md").read_text()
+    assert catalogue_reference.updated(document) == document, (
+        "docs/catalogue.md is stale: run python -m kmi.catalogue_reference docs/catalogue.md"
+    )
+
+
+def test_docs_complete_example_is_a_valid_flavor(tmp_path: Path) -> None:
+    document = (REPO / "docs" / "catalogue.md").read_text()
+    example = document.split("```yaml\n", 1)[1].split("```", 1)[0]
+    flavor = load_catalogue(write(tmp_path, "fedora", example)).flavor("fedora")
+    assert flavor.customize.files[0].path == "/etc/motd"
+    assert [t.name for t in targets_of(flavor)][:2] == ["fedora-43-amd64", "fedora-43-arm64"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 import types
 import typing
 from collections.abc import Callable
@@ -38,10 +39,14 @@ def _type_name(tp: Any) -> str:
         return "one of " + ", ".join(repr(a) for a in get_args(tp))
     if isinstance(tp, type) and issubclass(tp, enum.Enum):
         return "one of " + ", ".join(repr(m.value) for m in tp)
+    if origin in (types.UnionType, typing.Union):
+        inner = [a for a in get_args(tp) if a is not type(None)]
+        return _type_name(inner[0])
     if origin is tuple:
-        return "a list"
+        return f"a list of {_plural(get_args(tp)[0])}"
     if origin is dict:
-        return "a mapping"
+        key, value = get_args(tp)
+        return f"a mapping of {_plural(key)} to {_plural(value)}"
     if dataclasses.is_dataclass(tp):
         return "a mapping"
     names = {str: "a string", int: "an integer", bool: "true or false", float: "a number"}
@@ -76,6 +81,16 @@ def _convert(tp: Any, data: object, path: str, problems: list[str]) -> Any:
     return INVALID
 
 
+def _plural(tp: Any) -> str:
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        return "/".join(m.value for m in tp)
+    if get_origin(tp) is Literal:
+        return "/".join(str(a) for a in get_args(tp))
+    if dataclasses.is_dataclass(tp):
+        return "mappings"
+    return {str: "strings", int: "integers"}.get(tp, _type_name(tp))
+
+
 def _show(data: object) -> str:
     if isinstance(data, dict):
         return "a mapping"
@@ -107,11 +122,17 @@ def _mapping(args: tuple[Any, ...], data: object, path: str, problems: list[str]
     return INVALID if INVALID in out or INVALID in out.values() else out
 
 
+@functools.cache
+def _hints(cls: type[Any]) -> dict[str, Any]:
+    """Resolved type hints of a dataclass; cached, resolving them is slow."""
+    return typing.get_type_hints(cls)
+
+
 def _struct(cls: type[Any], data: object, path: str, problems: list[str]) -> Any:
     if not isinstance(data, dict):
         problems.append(f"{path or '.'}: expected a mapping, got {_show(data)}")
         return INVALID
-    hints = typing.get_type_hints(cls)
+    hints = _hints(cls)
     fields = {
         f.name: f for f in dataclasses.fields(cls) if f.init and not f.metadata.get("internal")
     }
