@@ -45,6 +45,8 @@ def _name(value: str) -> str | None:
 
 def _url_template(allowed: frozenset[str]) -> schema.Check:
     def check(value: str) -> str | None:
+        if value == "":
+            return None  # required-ness is checked where it depends on other keys
         relative = value.startswith(("{dir}", "{url}", "{checksum_url}"))
         if not value.startswith(("https://", "http://")) and not relative:
             return f"expected an http(s) URL or one starting with {{dir}} or {{url}}, got {value!r}"
