@@ -43,10 +43,11 @@ def _name(value: str) -> str | None:
     return None if NAME.match(value) else "use lowercase letters, digits, '.' and '-'"
 
 
-def _url_template(allowed: frozenset[str]) -> schema.Check:
+def _url_template(allowed: frozenset[str], optional: bool = False) -> schema.Check:
     def check(value: str) -> str | None:
         if value == "":
-            return None  # required-ness is checked where it depends on other keys
+            # an optional URL's need depends on other keys; checked in _cross_checks
+            return None if optional else "must not be empty"
         relative = value.startswith(("{dir}", "{url}", "{checksum_url}"))
         if not value.startswith(("https://", "http://")) and not relative:
             return f"expected an http(s) URL or one starting with {{dir}} or {{url}}, got {value!r}"
