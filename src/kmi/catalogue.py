@@ -182,7 +182,10 @@ class Signature:
     )
     url: str = field(
         default="",
-        metadata=_doc("detached: URL of the signature", _url_template(templates.SIGNATURE_VARS)),
+        metadata=_doc(
+            "detached: URL of the signature",
+            _url_template(templates.SIGNATURE_VARS, optional=True),
+        ),
     )
     keys: tuple[str, ...] = field(
         default=(),
