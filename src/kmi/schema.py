@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import functools
 import types
 import typing
 from collections.abc import Callable
@@ -122,10 +121,14 @@ def _mapping(args: tuple[Any, ...], data: object, path: str, problems: list[str]
     return INVALID if INVALID in out or INVALID in out.values() else out
 
 
-@functools.cache
+_HINTS: dict[type[Any], dict[str, Any]] = {}
+
+
 def _hints(cls: type[Any]) -> dict[str, Any]:
     """Resolved type hints of a dataclass; cached, resolving them is slow."""
-    return typing.get_type_hints(cls)
+    if cls not in _HINTS:
+        _HINTS[cls] = typing.get_type_hints(cls)
+    return _HINTS[cls]
 
 
 def _struct(cls: type[Any], data: object, path: str, problems: list[str]) -> Any:
