@@ -134,6 +134,55 @@ def _guarded(action: Callable[..., None]) -> Callable[..., TaskFailed | None]:
     return run
 
 
+def _per_target(
+    stage: str,
+    action: Callable[[str], None],
+    is_current: Callable[[str], bool],
+    needs: str | None = None,
+) -> Iterator[TaskDict]:
+    """One task per target: `stage:T`, up to date when its receipt holds the current key."""
+    for name, target in CTX.targets.items():
+        task: TaskDict = {
+            "name": name,
+            "doc": f"{target.flavor.name} {target.version.version} {target.arch}",
+            "actions": [(_guarded(action), [name])],
+            "targets": [str(CTX.paths.receipt(name, stage))],
+            "uptodate": [(is_current, [name])],
+            "verbosity": 2,
+        }
+        if needs is not None:
+            task["task_dep"] = [f"{needs}:{name}"]
+        yield task
+
+
+# --- discover ---------------------------------------------------------------------------
+
+
+def task_discover() -> Iterator[TaskDict]:
+    """Refresh the lock: newest signature-verified build of every target (network)."""
+    for flavor in CTX.catalogue.flavors:
+        yield {
+            "name": flavor.name,
+            "doc": f"refresh the lock entries of {flavor.name}",
+            "actions": [(_guarded(run_discover), [flavor.name])],
+            "uptodate": [False],
+            "verbosity": 2,
+        }
+
+
+def run_discover(flavor_name: str) -> None:
+    from kmi import discover
+
+    flavor = CTX.catalogue.flavor(flavor_name)
+
+    def say(line: str) -> None:
+        print(line, flush=True)
+
+    failures = discover.discover_flavor(CTX.http, CTX.settings.lock_file, flavor, say)
+    if failures:
+        raise KmiError("\n".join(failures))
+
+
 # --- download ---------------------------------------------------------------------------
 
 
@@ -204,42 +253,9 @@ def run_download(name: str) -> None:
     )
 
 
-def task_discover() -> Iterator[TaskDict]:
-    """Refresh the lock: newest signature-verified build of every target (network)."""
-    for flavor in CTX.catalogue.flavors:
-        yield {
-            "name": flavor.name,
-            "doc": f"refresh the lock entries of {flavor.name}",
-            "actions": [(_guarded(run_discover), [flavor.name])],
-            "uptodate": [False],
-            "verbosity": 2,
-        }
-
-
-def run_discover(flavor_name: str) -> None:
-    from kmi import discover
-
-    flavor = CTX.catalogue.flavor(flavor_name)
-
-    def say(line: str) -> None:
-        print(line, flush=True)
-
-    failures = discover.discover_flavor(CTX.http, CTX.settings.lock_file, flavor, say)
-    if failures:
-        raise KmiError("\n".join(failures))
-
-
 def task_download() -> Iterator[TaskDict]:
     """Fetch each target's pinned upstream image, verified while it streams, into cache/."""
-    for name, target in CTX.targets.items():
-        yield {
-            "name": name,
-            "doc": f"{target.flavor.name} {target.version.version} {target.arch}",
-            "actions": [(_guarded(run_download), [name])],
-            "targets": [str(CTX.paths.receipt(name, "download"))],
-            "uptodate": [(download_is_current, [name])],
-            "verbosity": 2,
-        }
+    yield from _per_target("download", run_download, download_is_current)
 
 
 # --- checksum ---------------------------------------------------------------------------
@@ -274,16 +290,7 @@ def run_checksum(name: str) -> None:
 
 def task_checksum() -> Iterator[TaskDict]:
     """Prove each target's cached bytes still match the digest pinned in the lock."""
-    for name, target in CTX.targets.items():
-        yield {
-            "name": name,
-            "doc": f"{target.flavor.name} {target.version.version} {target.arch}",
-            "actions": [(_guarded(run_checksum), [name])],
-            "task_dep": [f"download:{name}"],
-            "targets": [str(CTX.paths.receipt(name, "checksum"))],
-            "uptodate": [(checksum_is_current, [name])],
-            "verbosity": 2,
-        }
+    yield from _per_target("checksum", run_checksum, checksum_is_current, needs="download")
 
 
 # --- reporting --------------------------------------------------------------------------
