@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from kmi.catalogue import Flavor, load_catalogue
-from kmi.demo.layouts import LAYOUTS, debian, fedora, ubuntu
+from kmi.demo.layouts import LAYOUTS, centos, debian, fedora, ubuntu
 from kmi.demo.server import MirrorServer
 from kmi.demo.upstreams import SigningKey, Upstreams
 from kmi.discover import discover_flavor
@@ -94,6 +94,34 @@ def test_tracking_policy_follows_new_versions(
     ]
     assert "fedora: maintained versions ['43', '42'] -> ['44', '43']" in said
     assert "fedora-42-amd64: removed (was 1.1)" in said
+
+
+def test_tracking_policy_reads_a_listing_of_versions(
+    catalogue: Path, mirror: MirrorServer, upstreams: Upstreams
+) -> None:
+    centos(upstreams)
+    for uarch in ("x86_64", "aarch64", "s390x"):
+        upstreams.centos("11", "20260101", uarch)
+    said, failures = run(catalogue, mirror, "centos-stream")
+    assert failures == []
+    assert read_lock(catalogue / "lock.json").versions["centos-stream"] == ["11", "10"]
+    assert "centos-stream: maintained versions (catalogue) -> ['11', '10']" in said
+    assert "centos-stream-11-arm64: new 20260101.0 " in "\n".join(said)
+
+
+def test_moving_folder_is_pinned_at_the_dated_build(
+    catalogue: Path, mirror: MirrorServer, upstreams: Upstreams
+) -> None:
+    first = upstreams.amazonlinux("2023.6.20241111.0")
+    run(catalogue, mirror, "amazonlinux")
+    assert read_lock(catalogue / "lock.json").targets["amazonlinux-2023-amd64"].url == first.url
+    newer = upstreams.amazonlinux("2023.6.20241212.0")
+    said, failures = run(catalogue, mirror, "amazonlinux")
+    entry = read_lock(catalogue / "lock.json").targets["amazonlinux-2023-amd64"]
+    assert failures == []
+    assert entry.url == newer.url
+    assert "/os-images/2023.6.20241212.0/kvm/" in entry.url
+    assert said[0].startswith("amazonlinux-2023-amd64: 2023.6.20241111.0 -> 2023.6.20241212.0")
 
 
 def test_index_and_checksum_file_must_agree(

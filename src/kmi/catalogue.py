@@ -127,6 +127,14 @@ class Discovery:
             _templates(templates.RELEASE_VARS),
         ),
     )
+    pin: str = field(
+        default="",
+        metadata=_doc(
+            "listing of a moving folder (latest/): the dated URL of the same file, which is "
+            "what the lock pins",
+            _url_template(templates.RELEASE_VARS | {"file"}, optional=True),
+        ),
+    )
     filter: dict[str, str] = field(
         default_factory=dict,
         metadata=_doc("releases-json: fields an entry must have, e.g. {variant: Cloud}"),
@@ -362,6 +370,8 @@ def _cross_checks(flavor: Flavor) -> list[str]:
     sig = flavor.upstream.signature
     if sig.kind == "detached" and not sig.url:
         problems.append(".upstream.signature.url: required when kind is detached")
+    if d.pin and d.kind != "listing":
+        problems.append(".upstream.discovery.pin: only for kind: listing")
     if sig.of == "image" and sig.kind != "detached":
         problems.append(".upstream.signature.of: 'image' needs kind: detached")
     return problems

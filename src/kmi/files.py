@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import tempfile
 from collections.abc import Iterator
@@ -26,6 +27,15 @@ def atomic_output(path: Path, mode: str = "wb") -> Iterator[IO[bytes]]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+@contextlib.contextmanager
+def exclusive(guard: Path) -> Iterator[None]:
+    """Hold an exclusive lock on the file `guard` (created if needed) across processes."""
+    guard.parent.mkdir(parents=True, exist_ok=True)
+    with open(guard, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
 
 
 def write_if_changed(path: Path, text: str) -> bool:

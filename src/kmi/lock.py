@@ -8,7 +8,6 @@ The file is rewritten only when its content changes, with sorted keys, so diffs 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -16,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from kmi.errors import KmiError
-from kmi.files import write_if_changed
+from kmi.files import exclusive, write_if_changed
 
 FORMAT = 1
 
@@ -93,10 +92,7 @@ def read_lock(path: Path) -> Lock:
 @contextlib.contextmanager
 def updating(path: Path) -> Iterator[Lock]:
     """Hold the lock file exclusively, yield its current content, write it back if changed."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    guard = path.with_name(f".{path.name}.guard")
-    with open(guard, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+    with exclusive(path.with_name(f".{path.name}.guard")):
         lock = read_lock(path)
         yield lock
         write_if_changed(path, lock.to_json())

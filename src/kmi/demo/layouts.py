@@ -83,6 +83,11 @@ def alpine(u: Upstreams) -> dict[str, Image]:
     return out
 
 
+def amazonlinux(u: Upstreams) -> dict[str, Image]:
+    u.amazonlinux("2023.6.20241010.0", latest=False)
+    return {"amazonlinux-2023-amd64": u.amazonlinux("2023.6.20241111.0")}
+
+
 def archlinux(u: Upstreams) -> dict[str, Image]:
     u.archlinux("20240915.263127")
     return {"archlinux-rolling-amd64": u.archlinux("20241001.267073")}
@@ -99,6 +104,7 @@ LAYOUTS: dict[str, tuple[Populate, str, str]] = {
     "opensuse-leap": (opensuse, "sha256", "key"),
     "alpine": (alpine, "sha512", "image"),
     "archlinux": (archlinux, "sha256", "image"),
+    "amazonlinux": (amazonlinux, "sha256", "unsigned"),
 }
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -255,6 +256,17 @@ class Upstreams:
             "https://geo.mirror.pkgbuild.com/images/latest/Arch-Linux-x86_64-cloudimg.qcow2",
             img.data,
         )
+        return img
+
+    def amazonlinux(self, release: str, uarch: str = "x86_64", latest: bool = True) -> Image:
+        name = f"al2023-kvm-{release}-kernel-6.1-{uarch}.xfs.gpt.qcow2"
+        base = "https://cdn.amazonlinux.com/al2023/os-images"
+        img = self.image(f"{base}/{release}/kvm/{name}")
+        self.put(f"{img.dir}/SHA256SUMS", f"{img.hexdigest()}  {name}\n")
+        if latest:  # the moving folder holds only the newest build's files
+            shutil.rmtree(self.root / "cdn.amazonlinux.com/al2023/os-images/latest", True)
+            self.put(f"{base}/latest/kvm/{name}", img.data)
+            self.put(f"{base}/latest/kvm/SHA256SUMS", f"{img.hexdigest()}  {name}\n")
         return img
 
     def _append(self, url: str, text: str) -> bytes:

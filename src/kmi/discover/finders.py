@@ -60,13 +60,18 @@ def _index_url(target: Target) -> str:
 
 
 def find_listing(http: Http, target: Target) -> list[Build]:
-    """Files in one directory listing whose names match the catalogue's pattern."""
+    """Files in one directory listing whose names match the catalogue's pattern. When the
+    listing is a moving folder (`latest/`), each file is pinned at its dated URL instead."""
+    d = target.flavor.upstream.discovery
     index = _index_url(target)
-    pattern = _pattern(target.flavor.upstream.discovery.match, target)
+    pattern = _pattern(d.match, target)
     builds = []
     for name, url in links(http.text(index), index):
         m = pattern.fullmatch(name)
-        if m:
+        if m and d.pin:
+            values = {**target.template_values(), "release": m["release"], "file": name}
+            builds.append(Build(templates.render(d.pin, values), m["release"]))
+        elif m:
             builds.append(Build(url, m["release"]))
     return builds
 

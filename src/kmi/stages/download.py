@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from kmi.errors import VerificationError
-from kmi.files import atomic_output
+from kmi.files import atomic_output, exclusive
 from kmi.keys import stage_key
 from kmi.lock import LockEntry
 from kmi.paths import Paths
@@ -55,10 +55,23 @@ def fetch_blob(
 ) -> tuple[int, str | None]:
     """Ensure the verified upstream bytes are in the cache: (bytes transferred, fingerprint
     of the image signature checked before they entered it)."""
-    blob = paths.blob(entry.digest)
+    part = paths.partial(entry.digest)
+    # two targets may share one file: the second waits, then finds it in the cache
+    with exclusive(part.with_name(part.name + ".guard")):
+        return _fetch_once(http, paths, target, entry, progress, check_image_signature)
+
+
+def _fetch_once(
+    http: Http,
+    paths: Paths,
+    target: str,
+    entry: LockEntry,
+    progress: str,
+    check_image_signature: ImageCheck | None,
+) -> tuple[int, str | None]:
+    blob, part = paths.blob(entry.digest), paths.partial(entry.digest)
     if blob.exists():
         return 0, None
-    part = paths.partial(entry.digest)
     meter = Progress(f"{target}: {entry.url.rsplit('/', 1)[-1]}", entry.size, progress)
     got = http.download(entry.url, part, entry.algorithm, meter, expected_size=entry.size)
     if got.hexdigest != entry.hexdigest:
