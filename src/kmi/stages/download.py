@@ -55,41 +55,29 @@ def fetch_blob(
 ) -> tuple[int, str | None]:
     """Ensure the verified upstream bytes are in the cache: (bytes transferred, fingerprint
     of the image signature checked before they entered it)."""
-    part = paths.partial(entry.digest)
+    blob, part = paths.blob(entry.digest), paths.partial(entry.digest)
     # two targets may share one file: the second waits, then finds it in the cache
     with exclusive(part.with_name(part.name + ".guard")):
-        return _fetch_once(http, paths, target, entry, progress, check_image_signature)
-
-
-def _fetch_once(
-    http: Http,
-    paths: Paths,
-    target: str,
-    entry: LockEntry,
-    progress: str,
-    check_image_signature: ImageCheck | None,
-) -> tuple[int, str | None]:
-    blob, part = paths.blob(entry.digest), paths.partial(entry.digest)
-    if blob.exists():
-        return 0, None
-    meter = Progress(f"{target}: {entry.url.rsplit('/', 1)[-1]}", entry.size, progress)
-    got = http.download(entry.url, part, entry.algorithm, meter, expected_size=entry.size)
-    if got.hexdigest != entry.hexdigest:
-        part.unlink(missing_ok=True)
-        raise VerificationError(
-            f"{target}: {http.describe(entry.url)}: digest mismatch: expected {entry.digest}, "
-            f"got {entry.algorithm}:{got.hexdigest}; the bad bytes were deleted"
-        )
-    signer = None
-    if check_image_signature is not None:
-        try:
-            signer = check_image_signature(part)
-        except VerificationError:
+        if blob.exists():
+            return 0, None
+        meter = Progress(f"{target}: {entry.url.rsplit('/', 1)[-1]}", entry.size, progress)
+        got = http.download(entry.url, part, entry.algorithm, meter, expected_size=entry.size)
+        if got.hexdigest != entry.hexdigest:
             part.unlink(missing_ok=True)
-            raise
-    blob.parent.mkdir(parents=True, exist_ok=True)
-    part.replace(blob)
-    return got.size, signer
+            raise VerificationError(
+                f"{target}: {http.describe(entry.url)}: digest mismatch: expected "
+                f"{entry.digest}, got {entry.algorithm}:{got.hexdigest}; the bad bytes were deleted"
+            )
+        signer = None
+        if check_image_signature is not None:
+            try:
+                signer = check_image_signature(part)
+            except VerificationError:
+                part.unlink(missing_ok=True)
+                raise
+        blob.parent.mkdir(parents=True, exist_ok=True)
+        part.replace(blob)
+        return got.size, signer
 
 
 def unpack(paths: Paths, entry: LockEntry, compression: str) -> Path:
