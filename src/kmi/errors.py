@@ -23,4 +23,8 @@ class VerificationError(KmiError):
 
 
 class TransferError(KmiError):
-    """An HTTP transfer that failed after its retries."""
+    """An HTTP transfer that failed after its retries; `status` is the last HTTP status."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status

@@ -112,7 +112,9 @@ class Http:
             if response.status_code in TRANSIENT_STATUS:
                 raise _Transient(f"HTTP {response.status_code}", _retry_after(response))
             if response.status_code >= 400:
-                raise TransferError(f"{self.describe(url)}: HTTP {response.status_code}")
+                raise TransferError(
+                    f"{self.describe(url)}: HTTP {response.status_code}", response.status_code
+                )
             yield response
         finally:
             response.close()

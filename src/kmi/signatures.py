@@ -68,6 +68,9 @@ class Keyring:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
         self._dir.cleanup()
 
     def _gpg(self, args: list[str], ok: Sequence[int] = (0,)) -> tools.Result:

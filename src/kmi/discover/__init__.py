@@ -59,7 +59,7 @@ class KeyringCache:
 
     def close(self) -> None:
         for ring in self._rings.values():
-            ring.__exit__()
+            ring.close()
 
 
 def _now() -> str:
@@ -82,7 +82,7 @@ def pin(http: Http, rings: KeyringCache, target: Target, build: Build) -> LockEn
     try:
         raw = http.content(checksum_url)
     except TransferError as err:
-        if "HTTP 404" in str(err):
+        if err.status == 404:
             raise NotPublished(str(err)) from None
         raise
     text, signed_by, image_sig = _verified_text(http, rings, target, raw, values)
