@@ -1,7 +1,23 @@
 """kmi: KubeVirt machine images as a doit task graph. `doit list` shows the task families."""
 
-from kmi.tasks import doit_config, task_checksum, task_discover, task_download
+from kmi.tasks import (
+    doit_config,
+    task_build,
+    task_checksum,
+    task_discover,
+    task_download,
+    task_sparsify,
+    task_sysprep,
+)
 
 DOIT_CONFIG = doit_config()
 
-__all__ = ["DOIT_CONFIG", "task_checksum", "task_discover", "task_download"]
+__all__ = [
+    "DOIT_CONFIG",
+    "task_build",
+    "task_checksum",
+    "task_discover",
+    "task_download",
+    "task_sparsify",
+    "task_sysprep",
+]

@@ -230,9 +230,25 @@ class FileSpec:
 
 
 @dataclass(frozen=True)
-class Customize:
-    """What the sysprep stage changes in the guest."""
+class CopyIn:
+    """A host file or folder copied into the image."""
 
+    source: str = field(metadata=_doc("host path, relative to the catalogue folder"))
+    dest: str = field(metadata=_doc("guest folder it is copied into"))
+
+
+@dataclass(frozen=True)
+class Customize:
+    """What the sysprep stage changes in the guest, in this order: grow, copy_in, files,
+    update, packages, commands, services, firstboot_commands, post_commands, scripts,
+    selinux_relabel."""
+
+    grow: str = field(
+        default="", metadata=_doc("grow the virtual disk first: '+2G' or a size such as '10G'")
+    )
+    copy_in: tuple[CopyIn, ...] = field(
+        default=(), metadata=_doc("host files or folders copied into the guest first")
+    )
     packages: tuple[str, ...] = field(default=(), metadata=_doc("packages to install"))
     update: bool = field(default=False, metadata=_doc("update all packages first"))
     commands: tuple[str, ...] = field(
@@ -251,7 +267,17 @@ class Customize:
         default=False, metadata=_doc("give the libguestfs appliance a network while customizing")
     )
     scripts: tuple[str, ...] = field(
-        default=(), metadata=_doc("extra host scripts (relative to the catalogue) run on the image")
+        default=(),
+        metadata=_doc(
+            "extra host scripts (relative to the catalogue), each run with the image's path"
+        ),
+    )
+    without_guest_steps: tuple[Arch, ...] = field(
+        default=(),
+        metadata=_doc(
+            "arches built on other hosts with the steps that run guest programs turned off "
+            "(update, packages, commands, services, post_commands, selinux_relabel)"
+        ),
     )
 
 

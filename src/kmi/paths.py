@@ -46,6 +46,20 @@ class Paths:
         algorithm, hexdigest = digest.split(":", 1)
         return self.cache / "images" / algorithm / hexdigest
 
+    def sysprep_image(self, target: str) -> Path:
+        """The customized image, before sparsifying."""
+        return self.build / target / "sysprep.qcow2"
+
+    def disk(self, target: str) -> Path:
+        """The final qcow2: sparsified, compressed, checked."""
+        return self.build / target / "disk.qcow2"
+
+    def tool_versions(self) -> Path:
+        return self.cache / "tool-versions.json"
+
+    def accel(self) -> Path:
+        return self.cache / "accel.json"
+
     def doit_db(self) -> Path:
         return self.cache / "doit-state.json"
 

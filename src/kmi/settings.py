@@ -25,6 +25,7 @@ class Settings:
     http_backoff: float
     http_timeout: float
     progress: str  # "auto", "bar", "lines" or "off"
+    accel: str  # "auto", "kvm" or "tcg"
 
     @property
     def lock_file(self) -> Path:
@@ -61,6 +62,9 @@ def load_settings(env: dict[str, str] | None = None, root: Path | None = None) -
     progress = env.get("KMI_PROGRESS", "auto").strip() or "auto"
     if progress not in {"auto", "bar", "lines", "off"}:
         raise KmiError(f"KMI_PROGRESS={progress!r}: expected auto, bar, lines or off")
+    accel = env.get("KMI_ACCEL", "auto").strip() or "auto"
+    if accel not in {"auto", "kvm", "tcg"}:
+        raise KmiError(f"KMI_ACCEL={accel!r}: expected auto, kvm or tcg")
     return Settings(
         catalogue_dir=root / env.get("KMI_CATALOGUE", "distros"),
         build_dir=root / env.get("KMI_BUILD_DIR", "build"),
@@ -71,4 +75,5 @@ def load_settings(env: dict[str, str] | None = None, root: Path | None = None) -
         http_backoff=_number(env, "KMI_HTTP_BACKOFF", 1.0),
         http_timeout=_number(env, "KMI_HTTP_TIMEOUT", 30.0),
         progress=progress,
+        accel=accel,
     )

@@ -23,6 +23,8 @@ from kmi.keys import is_current, write_receipt
 from kmi.lock import Lock, LockEntry, read_lock
 from kmi.paths import Paths
 from kmi.settings import Settings, load_settings
+from kmi.stages import sparsify as sparsify_stage
+from kmi.stages import sysprep as sysprep_stage
 from kmi.stages.checksum import checksum_key, verify_cached
 from kmi.stages.download import download, download_key
 
@@ -70,6 +72,26 @@ class Context:
         if self._lock is None or self._lock[0] != stamp:
             self._lock = (stamp, read_lock(path))
         return self._lock[1]
+
+    @cached_property
+    def tool_versions(self) -> dict[str, str]:
+        """Versions of the image tools (stat-cached), probed when first needed."""
+        from kmi import tools
+
+        every = (*sysprep_stage.TOOLS, *sparsify_stage.TOOLS)
+        return tools.versions(list(dict.fromkeys(every)), self.paths.tool_versions())
+
+    def versions_of(self, stage_tools: tuple[Any, ...]) -> dict[str, str]:
+        return {t.command: self.tool_versions[t.command] for t in stage_tools}
+
+    @cached_property
+    def libguestfs_env(self) -> dict[str, str]:
+        """KVM or TCG for libguestfs, decided (and said) once per run."""
+        from kmi import accel
+
+        chosen, why = accel.choose(self.settings.accel, self.paths.accel())
+        print(f"libguestfs acceleration: {chosen} ({why})", flush=True)
+        return accel.libguestfs_env(chosen)
 
     @cached_property
     def targets(self) -> dict[str, Target]:
@@ -261,12 +283,17 @@ def task_download() -> Iterator[TaskDict]:
 # --- checksum ---------------------------------------------------------------------------
 
 
-def checksum_is_current(name: str) -> bool:
-    state = _download_state(CTX.targets[name])
+def _checksum_state(target: Target) -> tuple[LockEntry, str] | None:
+    state = _download_state(target)
     if state is None:
-        return False
+        return None
     entry, dkey = state
-    return is_current(CTX.paths.receipt(name, "checksum"), checksum_key(entry, dkey))
+    return entry, checksum_key(entry, dkey)
+
+
+def checksum_is_current(name: str) -> bool:
+    state = _checksum_state(CTX.targets[name])
+    return state is not None and is_current(CTX.paths.receipt(name, "checksum"), state[1])
 
 
 def run_checksum(name: str) -> None:
@@ -291,6 +318,113 @@ def run_checksum(name: str) -> None:
 def task_checksum() -> Iterator[TaskDict]:
     """Prove each target's cached bytes still match the digest pinned in the lock."""
     yield from _per_target("checksum", run_checksum, checksum_is_current, needs="download")
+
+
+# --- sysprep ----------------------------------------------------------------------------
+
+
+def _sysprep_key(target: Target) -> str | None:
+    """None when an input is not ready or the build cannot run here (the action says why)."""
+    from kmi.accel import host_arch
+
+    state = _checksum_state(target)
+    if state is None:
+        return None
+    try:
+        versions = CTX.versions_of(sysprep_stage.TOOLS)
+        return sysprep_stage.sysprep_key(target, state[1], versions, host_arch())
+    except KmiError:
+        return None
+
+
+def sysprep_is_current(name: str) -> bool:
+    key = _sysprep_key(CTX.targets[name])
+    return (
+        key is not None
+        and is_current(CTX.paths.receipt(name, "sysprep"), key)
+        and CTX.paths.sysprep_image(name).exists()
+    )
+
+
+def run_sysprep(name: str) -> None:
+    from kmi.accel import host_arch
+
+    target = CTX.targets[name]
+    state = _checksum_state(target)
+    if state is None:
+        raise KmiError(f"{name}: not downloaded and verified; run: doit checksum:{name}")
+    entry = state[0]
+    host = host_arch()
+    sysprep_stage.skips_guest_steps(target, host)  # the one-line arch error, before any work
+    key = sysprep_stage.sysprep_key(target, state[1], CTX.versions_of(sysprep_stage.TOOLS), host)
+    source = CTX.paths.image(entry.digest, target.flavor.upstream.compression)
+    output = CTX.paths.sysprep_image(name)
+    log = CTX.paths.log(name, "sysprep")
+    print(f"{name}: customizing (log: {log})", flush=True)
+    made = sysprep_stage.sysprep(target, source, output, log, host, CTX.libguestfs_env)
+    if made["skipped_guest_steps"]:
+        print(f"{name}: guest steps left out as the catalogue says: {made['skipped_guest_steps']}")
+    print(
+        f"{name}: upstream {source.stat().st_size} bytes -> sysprep {made['size']} bytes",
+        flush=True,
+    )
+    write_receipt(CTX.paths.receipt(name, "sysprep"), key, {"target": name, **made})
+
+
+def task_sysprep() -> Iterator[TaskDict]:
+    """Customize each image: packages, commands, files, SELinux relabel, then sysprep."""
+    yield from _per_target("sysprep", run_sysprep, sysprep_is_current, needs="checksum")
+
+
+# --- sparsify ---------------------------------------------------------------------------
+
+
+def _sparsify_key(target: Target) -> str | None:
+    skey = _sysprep_key(target)
+    if skey is None:
+        return None
+    return sparsify_stage.sparsify_key(skey, CTX.versions_of(sparsify_stage.TOOLS))
+
+
+def sparsify_is_current(name: str) -> bool:
+    key = _sparsify_key(CTX.targets[name])
+    return (
+        key is not None
+        and is_current(CTX.paths.receipt(name, "sparsify"), key)
+        and CTX.paths.disk(name).exists()
+    )
+
+
+def run_sparsify(name: str) -> None:
+    key = _sparsify_key(CTX.targets[name])
+    if key is None:
+        raise KmiError(f"{name}: no customized image; run: doit sysprep:{name}")
+    log = CTX.paths.log(name, "sparsify")
+    made = sparsify_stage.sparsify(
+        CTX.paths.sysprep_image(name), CTX.paths.disk(name), log, CTX.libguestfs_env
+    )
+    print(
+        f"{name}: sysprep {made['sysprep_size']} bytes -> final {made['final_size']} bytes "
+        f"({CTX.paths.disk(name)})",
+        flush=True,
+    )
+    write_receipt(CTX.paths.receipt(name, "sparsify"), key, {"target": name, **made})
+
+
+def task_sparsify() -> Iterator[TaskDict]:
+    """Make each final disk.qcow2: unused space zeroed, compressed, checked, compared."""
+    yield from _per_target("sparsify", run_sparsify, sparsify_is_current, needs="sysprep")
+
+
+def task_build() -> Iterator[TaskDict]:
+    """Build each target's image (for now: up to the final, checked disk.qcow2)."""
+    for name, target in CTX.targets.items():
+        yield {
+            "name": name,
+            "doc": f"{target.flavor.name} {target.version.version} {target.arch}",
+            "actions": None,
+            "task_dep": [f"sparsify:{name}"],
+        }
 
 
 # --- reporting --------------------------------------------------------------------------

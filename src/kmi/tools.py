@@ -1,16 +1,25 @@
-"""The one way kmi runs external tools: argv lists through `sh`, logs, clear failures."""
+"""The one way kmi runs external tools: argv lists through `sh`, logs, clear failures.
+
+Output is teed line by line into the stage's log as it runs (so `tail -f` shows progress
+of a long customization), and a failure names the command, its exit code, the log and the
+log's last lines. A missing tool is reported when the stage runs, naming the package.
+"""
 
 from __future__ import annotations
 
+import json
+import os
 import shlex
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import sh
 
 from kmi.errors import KmiError
+from kmi.files import write_if_changed
 
 LOG_TAIL_LINES = 20
 
@@ -36,6 +45,17 @@ class Tool:
 
 
 GPG = Tool("gpg", "gnupg", "gnupg2", "to verify upstream signatures")
+QEMU_IMG = Tool("qemu-img", "qemu-utils", "qemu-img", "to convert, check and compare disks")
+VIRT_CUSTOMIZE = Tool(
+    "virt-customize", "libguestfs-tools", "guestfs-tools", "to customize guest images"
+)
+VIRT_SYSPREP = Tool(
+    "virt-sysprep", "libguestfs-tools", "guestfs-tools", "to remove host identity from images"
+)
+VIRT_SPARSIFY = Tool(
+    "virt-sparsify", "libguestfs-tools", "guestfs-tools", "to zero unused space in images"
+)
+GUESTFISH = Tool("guestfish", "libguestfs-tools", "guestfs-tools", "to inspect guest images")
 
 
 @dataclass(frozen=True)
@@ -62,40 +82,73 @@ def run(
     """Run `tool` with `args`; an exit code outside `ok_codes` is a KmiError that shows the
     command, its exit code and the last lines of its output (and the log's path)."""
     argv = [tool.path(), *args]
-    command = sh.Command(argv[0])
+    full_env = {**os.environ, **env} if env is not None else None
+    out: list[str] = []
+    err: list[str] = []
+    handle: IO[str] | None = None
+    if log is not None:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        handle = log.open("a", encoding="utf-8")
+        handle.write(f"$ {shlex.join(argv)}\n")
+        handle.flush()
+
+    def tee(into: list[str]) -> Callable[[str], None]:
+        def collect(line: str) -> None:
+            into.append(line)
+            if handle is not None:
+                handle.write(line)
+                handle.flush()
+
+        return collect
+
     try:
-        done = command(
+        done = sh.Command(argv[0])(
             *argv[1:],
-            _env=dict(env) if env is not None else None,
+            _env=full_env,
             _in=stdin,
             _ok_code=list(ok_codes),
+            _out=tee(out),
+            _err=tee(err),
             _return_cmd=True,
-            _err_to_out=False,
         )
-        result = Result(done.exit_code, _text(done.stdout), _text(done.stderr))
-    except sh.ErrorReturnCode as err:
-        result = Result(err.exit_code, _text(err.stdout), _text(err.stderr))
-    _append_log(log, argv, result)
-    if result.exit_code not in ok_codes:
+        code = done.exit_code
+    except sh.ErrorReturnCode as failure:
+        code = failure.exit_code
+    finally:
+        if handle is not None:
+            handle.close()
+    result = Result(code, "".join(out), "".join(err))
+    if log is not None:
+        with log.open("a", encoding="utf-8") as tail:
+            tail.write(f"[exit {code}]\n")
+    if code not in ok_codes:
         where = f"; log: {log}" if log else ""
         raise KmiError(
-            f"{shlex.join(argv)} failed with exit code {result.exit_code}{where}\n"
-            f"{_tail(result.stderr or result.stdout)}"
+            f"{shlex.join(argv)} failed with exit code {code}{where}\n"
+            f"{_tail(result.stderr + result.stdout if log else result.stderr or result.stdout)}"
         )
     return result
 
 
-def _text(data: bytes | str | None) -> str:
-    if data is None:
-        return ""
-    return data.decode("utf-8", "replace") if isinstance(data, bytes) else data
-
-
-def _append_log(log: Path | None, argv: Sequence[str], result: Result) -> None:
-    if log is None:
-        return
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with log.open("a", encoding="utf-8") as out:
-        out.write(
-            f"$ {shlex.join(argv)}\n{result.stdout}{result.stderr}[exit {result.exit_code}]\n"
-        )
+def versions(tools: Sequence[Tool], memo: Path) -> dict[str, str]:
+    """`tool --version` of each tool, part of the stage keys. Cached in `memo` by the
+    binary's path, size and mtime, so up-to-date checks stat binaries instead of running
+    them; an upgraded package changes the stat and so the version is read again."""
+    try:
+        cache: dict[str, str] = json.loads(memo.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        cache = {}
+    found = {}
+    for tool in tools:
+        path = shutil.which(tool.command)
+        if path is None:
+            found[tool.command] = "missing"
+            continue
+        st = os.stat(path)
+        stamp = f"{os.path.realpath(path)}:{st.st_size}:{st.st_mtime_ns}"
+        if stamp not in cache:
+            first = run(tool, ["--version"]).stdout.strip().splitlines()
+            cache[stamp] = first[0] if first else "unknown"
+        found[tool.command] = cache[stamp]
+    write_if_changed(memo, json.dumps(cache, indent=1, sort_keys=True) + "\n")
+    return found

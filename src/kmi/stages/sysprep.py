@@ -1,0 +1,143 @@
+"""sysprep:T — the customized image: virt-customize applies the catalogue's changes, then
+virt-sysprep removes what identifies the machine that built it.
+
+The command lines are built by pure functions (pinned by a golden test); the stage works on
+a temp copy and renames it into place only when every step succeeded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+from pathlib import Path
+
+from kmi import tools
+from kmi.catalogue import Customize, Target
+from kmi.errors import KmiError
+from kmi.keys import stage_key
+
+STAGE_VERSION = "1"
+TOOLS = (tools.QEMU_IMG, tools.VIRT_CUSTOMIZE, tools.VIRT_SYSPREP)
+GUEST_STEPS = ("update", "packages", "commands", "services", "post_commands", "selinux_relabel")
+
+
+def guest_steps(customize: Customize) -> list[str]:
+    """The configured steps that execute guest programs (so need a host of the guest's arch)."""
+    return [step for step in GUEST_STEPS if getattr(customize, step)]
+
+
+def skips_guest_steps(target: Target, host: str) -> bool:
+    """Whether this build leaves the guest-program steps out (declared in the catalogue);
+    a KmiError when they are needed and this host cannot run them."""
+    steps = guest_steps(target.flavor.customize)
+    if not steps or target.arch == host:
+        return False
+    if target.arch in target.flavor.customize.without_guest_steps:
+        return True
+    raise KmiError(
+        f"{target.name}: sysprep runs guest programs ({', '.join(steps)}), which needs an "
+        f"{target.arch} host and this one is {host}; build it on an {target.arch} machine, or "
+        f"add {target.arch} to customize.without_guest_steps in {target.flavor.source}"
+    )
+
+
+def _digest_of(path: Path) -> str:
+    """Content hash of a file or folder named by the catalogue (small files by nature)."""
+    hasher = hashlib.sha256()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for file in files:
+        hasher.update(str(file.relative_to(path.parent)).encode() + b"\0")
+        hasher.update(file.read_bytes())
+    return hasher.hexdigest()
+
+
+def _host_files(target: Target) -> dict[str, str]:
+    base = target.flavor.source.parent
+    c = target.flavor.customize
+    named = [item.source for item in c.copy_in] + list(c.scripts)
+    missing = [n for n in named if not (base / n).exists()]
+    if missing:
+        raise KmiError(f"{target.flavor.source}: customize: {base / missing[0]} does not exist")
+    return {name: _digest_of(base / name) for name in named}
+
+
+def sysprep_key(target: Target, input_key: str, versions: dict[str, str], host: str) -> str:
+    """Everything that shapes the customized image: the flavor's customize and sysprep
+    settings, the files they bring from the host, the tools' versions, the input's key."""
+    config = {
+        "customize": dataclasses.asdict(target.flavor.customize),
+        "operations": list(target.flavor.sysprep.operations),
+        "host_files": _host_files(target),
+        "arch": str(target.arch),
+        "guest_steps_skipped": skips_guest_steps(target, host),
+    }
+    return stage_key("sysprep", config, {**versions, "kmi-sysprep": STAGE_VERSION}, [input_key])
+
+
+def customize_args(target: Target, image: Path, skip_guest: bool) -> list[str]:
+    """virt-customize's arguments, in the catalogue's documented order; [] if nothing to do."""
+    c = target.flavor.customize
+    base = target.flavor.source.parent
+    steps: list[str] = []
+    for item in c.copy_in:
+        steps += ["--copy-in", f"{base / item.source}:{item.dest}"]
+    for spec in c.files:
+        steps += ["--write", f"{spec.path}:{spec.content}", "--chmod", f"{spec.mode}:{spec.path}"]
+    if not skip_guest:
+        if c.update:
+            steps += ["--update"]
+        if c.packages:
+            steps += ["--install", ",".join(c.packages)]
+        for command in c.commands:
+            steps += ["--run-command", command]
+        for service in c.services:
+            steps += ["--run-command", f"systemctl enable {service}"]
+    for command in c.firstboot_commands:
+        steps += ["--firstboot-command", command]
+    if not skip_guest:
+        for command in c.post_commands:
+            steps += ["--run-command", command]
+    if not steps and not (c.selinux_relabel and not skip_guest):
+        return []
+    network = "--network" if c.network and not skip_guest else "--no-network"
+    head = ["--add", str(image), "--format", "qcow2", network, "--smp", "2", "--memsize", "2048"]
+    tail = ["--selinux-relabel"] if c.selinux_relabel and not skip_guest else []
+    return head + steps + tail
+
+
+def sysprep_args(target: Target, image: Path) -> list[str]:
+    operations = ",".join(target.flavor.sysprep.operations)
+    return ["--add", str(image), "--format", "qcow2", "--operations", operations]
+
+
+def sysprep(
+    target: Target, source: Path, output: Path, log: Path, host: str, env: dict[str, str]
+) -> dict[str, object]:
+    """Make the customized image at `output` from the verified upstream image `source`."""
+    skip_guest = skips_guest_steps(target, host)
+    c = target.flavor.customize
+    work = output.with_name(f".{output.name}.tmp")
+    work.parent.mkdir(parents=True, exist_ok=True)
+    log.unlink(missing_ok=True)
+    try:
+        tools.run(tools.QEMU_IMG, ["convert", "-O", "qcow2", str(source), str(work)], log=log)
+        if c.grow:
+            tools.run(tools.QEMU_IMG, ["resize", str(work), c.grow], log=log)
+        args = customize_args(target, work, skip_guest)
+        if args:
+            tools.run(tools.VIRT_CUSTOMIZE, args, env=env, log=log)
+        for script in c.scripts:
+            path = target.flavor.source.parent / script
+            tools.run(
+                tools.Tool(str(path), "-", "-", "as a catalogue script"),
+                [str(work)],
+                env=env,
+                log=log,
+            )
+        tools.run(tools.VIRT_SYSPREP, sysprep_args(target, work), env=env, log=log)
+        os.replace(work, output)
+    finally:
+        work.unlink(missing_ok=True)
+    skipped = guest_steps(c) if skip_guest else []
+    return {"skipped_guest_steps": skipped, "size": output.stat().st_size}
