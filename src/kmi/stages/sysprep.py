@@ -83,7 +83,15 @@ def customize_args(target: Target, image: Path, skip_guest: bool) -> list[str]:
     for item in c.copy_in:
         steps += ["--copy-in", f"{base / item.source}:{item.dest}"]
     for spec in c.files:
-        steps += ["--write", f"{spec.path}:{spec.content}", "--chmod", f"{spec.mode}:{spec.path}"]
+        parent = spec.path.rsplit("/", 1)[0] or "/"
+        steps += [
+            "--mkdir",
+            parent,
+            "--write",
+            f"{spec.path}:{spec.content}",
+            "--chmod",
+            f"{spec.mode}:{spec.path}",
+        ]
     if not skip_guest:
         if c.update:
             steps += ["--update"]

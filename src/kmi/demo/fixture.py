@@ -1,0 +1,105 @@
+"""The fixture image: a real, bootable Debian disk built offline from Debian's packages by
+scripts/fixture-image.sh, cached on the machine by the hash of that script and served by
+the local mirror like any upstream image (tests, demo, benchmarks).
+
+The fixture flavor's catalogue entry is written beside the copied catalogue: it installs
+qemu-guest-agent from a local apt repository copied into the guest, so that a package
+install is real without any network.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+from kmi.demo.upstreams import Image, SigningKey, Upstreams
+from kmi.errors import KmiError
+from kmi.files import exclusive
+
+REPO = Path(__file__).resolve().parents[3]
+SCRIPT = REPO / "scripts" / "fixture-image.sh"
+HOST = "https://fixture.kmi.invalid/images"  # .invalid: never a real upstream
+RELEASE = "20260101"
+
+FLAVOR = """\
+# The offline stand-in upstream: Debian bookworm built by scripts/fixture-image.sh.
+name: fixture
+description: A small Debian bookworm cloud image built offline, standing in for an upstream.
+homepage: https://www.debian.org/
+license: Free software under the licences of its packages (DFSG)
+tier: preview
+versions:
+  - version: "12"
+    name: bookworm
+upstream:
+  arches: {{amd64: amd64}}
+  discovery:
+    kind: listing
+    index: {host}/{{version}}/
+    match: 'kmi-fixture-{{version}}-(?P<release>[0-9]{{8}})-{{uarch}}\\.qcow2'
+  checksum: {{url: "{{dir}}/SHA256SUMS", format: gnu, algorithm: sha256}}
+  signature:
+    kind: detached
+    url: "{{checksum_url}}.asc"
+    keys: [local-key.asc]
+    fingerprints: [{fingerprint}]
+customize:
+  copy_in:
+    - {{source: fixture-repo, dest: /var/local}}
+  files:
+    - path: /etc/apt/sources.list
+      content: "deb [trusted=yes] file:/var/local/fixture-repo ./\\n"
+    - {{path: /etc/kmi-release, content: "customized by kmi\\n", mode: "0640"}}
+  packages: [qemu-guest-agent]
+  commands: ["echo ran > /var/lib/kmi-command-ran"]
+  services: [serial-getty@ttyS0.service]
+  post_commands: ["rm -rf /var/local/fixture-repo /etc/apt/sources.list"]
+sysprep:
+  operations: [defaults, -ssh-userdir]
+containerdisk:
+  user: debian
+  preference: debian
+"""
+
+
+def cache_dir() -> Path:
+    """Where built fixtures are kept: KMI_FIXTURE_CACHE, or ~/.cache/kmi-fixtures."""
+    return Path(os.environ.get("KMI_FIXTURE_CACHE", "~/.cache/kmi-fixtures")).expanduser()
+
+
+def fixture(env: dict[str, str] | None = None) -> Path:
+    """The folder holding fixture.qcow2 and repo/, built once per version of the script."""
+    key = hashlib.sha256(SCRIPT.read_bytes()).hexdigest()[:16]
+    built = cache_dir() / key
+    with exclusive(cache_dir() / f"{key}.guard"):
+        if not (built / "fixture.qcow2").exists():
+            print(f"building the fixture image into {built} (a few minutes, once)", flush=True)
+            done = subprocess.run(
+                ["bash", str(SCRIPT), str(built)], env={**os.environ, **(env or {})}
+            )
+            if done.returncode != 0:
+                raise KmiError(f"{SCRIPT} failed with exit code {done.returncode}")
+    return built
+
+
+def publish(upstreams: Upstreams, built: Path) -> Image:
+    """Serve the fixture in the mirror tree as an upstream build, checksummed and signed."""
+    url = f"{HOST}/12/kmi-fixture-12-{RELEASE}-amd64.qcow2"
+    image = Image(url, (built / "fixture.qcow2").read_bytes())
+    upstreams.put(url, image.data)
+    sums = f"{image.hexdigest()}  {image.name}\n".encode()
+    upstreams.put(f"{image.dir}/SHA256SUMS", sums)
+    upstreams.put(f"{image.dir}/SHA256SUMS.asc", upstreams.key.detach_sign(sums))
+    return image
+
+
+def add_flavor(catalogue: Path, built: Path, key: SigningKey) -> Path:
+    """Write the fixture flavor (and its local apt repository) into a copied catalogue."""
+    shutil.rmtree(catalogue / "fixture-repo", ignore_errors=True)
+    shutil.copytree(built / "repo", catalogue / "fixture-repo")
+    path = catalogue / "fixture.yaml"
+    path.write_text(FLAVOR.format(host=HOST, fingerprint=key.fingerprint))
+    return path
