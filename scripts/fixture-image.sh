@@ -75,7 +75,7 @@ guestfish -N "$work/disk.img=disk:2G" -- \
     mount /dev/sda1 / : \
     tar-in "$work/rootfs.tar" / : \
     umount-all
-virt-customize -q -a "$work/disk.img" --format raw --no-network \
+virt-customize -q --format raw -a "$work/disk.img" --no-network \
     --run-command 'grub-install --target=i386-pc /dev/sda && update-grub' >"$work/grub.log" 2>&1 \
     || { tail -30 "$work/grub.log"; exit 1; }
 qemu-img convert -c -O qcow2 "$work/disk.img" "$out.tmp/fixture.qcow2"

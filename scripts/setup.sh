@@ -5,8 +5,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # gnupg: gpg verifies upstream signatures; xz-utils and ca-certificates for downloads;
-# git for the project itself.
-SYSTEM_PACKAGES=(gnupg xz-utils ca-certificates git)
+# qemu-utils (qemu-img) and libguestfs-tools (virt-customize, virt-sysprep, virt-sparsify)
+# with a kernel for the libguestfs appliance (linux-image-amd64 on amd64 hosts); qemu-system
+# for the KVM probe; debootstrap and apt-utils build the offline fixture image; git.
+SYSTEM_PACKAGES=(gnupg xz-utils ca-certificates git qemu-utils libguestfs-tools debootstrap
+                 apt-utils)
+case "$(dpkg --print-architecture)" in
+    amd64) SYSTEM_PACKAGES+=(linux-image-amd64 qemu-system-x86) ;;
+    arm64) SYSTEM_PACKAGES+=(linux-image-arm64 qemu-system-arm) ;;
+esac
 
 missing=()
 for package in "${SYSTEM_PACKAGES[@]}"; do

@@ -25,11 +25,22 @@ def sparsify(source: Path, output: Path, log: Path, env: dict[str, str]) -> dict
     done = output.with_name(f".{output.name}.tmp")
     log.unlink(missing_ok=True)
     try:
-        tools.run(tools.QEMU_IMG, ["convert", "-O", "qcow2", str(source), str(work)], log=log)
-        tools.run(tools.VIRT_SPARSIFY, ["--in-place", str(work)], env=env, log=log)
-        tools.run(tools.QEMU_IMG, ["convert", "-c", "-O", "qcow2", str(work), str(done)], log=log)
-        tools.run(tools.QEMU_IMG, ["check", str(done)], log=log)
-        tools.run(tools.QEMU_IMG, ["compare", "-q", str(work), str(done)], log=log)
+        qcow2 = ["-f", "qcow2"]
+        tools.run(
+            tools.QEMU_IMG, ["convert", *qcow2, "-O", "qcow2", str(source), str(work)], log=log
+        )
+        tools.run(
+            tools.VIRT_SPARSIFY, ["--in-place", "--format", "qcow2", str(work)], env=env, log=log
+        )
+        tools.run(
+            tools.QEMU_IMG, ["convert", *qcow2, "-c", "-O", "qcow2", str(work), str(done)], log=log
+        )
+        tools.run(tools.QEMU_IMG, ["check", *qcow2, str(done)], log=log)
+        tools.run(
+            tools.QEMU_IMG,
+            ["compare", "-q", "-f", "qcow2", "-F", "qcow2", str(work), str(done)],
+            log=log,
+        )
         os.replace(done, output)
     finally:
         work.unlink(missing_ok=True)

@@ -109,14 +109,14 @@ def customize_args(target: Target, image: Path, skip_guest: bool) -> list[str]:
     if not steps and not (c.selinux_relabel and not skip_guest):
         return []
     network = "--network" if c.network and not skip_guest else "--no-network"
-    head = ["--add", str(image), "--format", "qcow2", network, "--smp", "2", "--memsize", "2048"]
+    head = ["--format", "qcow2", "--add", str(image), network, "--smp", "2", "--memsize", "2048"]
     tail = ["--selinux-relabel"] if c.selinux_relabel and not skip_guest else []
     return head + steps + tail
 
 
 def sysprep_args(target: Target, image: Path) -> list[str]:
     operations = ",".join(target.flavor.sysprep.operations)
-    return ["--add", str(image), "--format", "qcow2", "--operations", operations]
+    return ["--format", "qcow2", "--add", str(image), "--operations", operations]
 
 
 def sysprep(

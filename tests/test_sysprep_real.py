@@ -1,0 +1,171 @@
+"""sysprep and sparsify with the real tools (libguestfs under TCG here) on the fixture: a
+Debian image built from Debian's packages, served by the mirror like any upstream.
+
+One build is shared by the module; it takes a few minutes under TCG."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from kmi.demo import fixture as fixture_image
+from kmi.demo.layouts import debian
+from kmi.demo.server import MirrorServer
+from kmi.demo.upstreams import SigningKey, Upstreams, environment, pin_key
+from tests.conftest import REPO, Project
+
+TARGET = "fixture-12-amd64"
+GUESTFS = {"LIBGUESTFS_BACKEND": "direct"}
+
+
+@dataclass
+class Built:
+    project: Project
+    first: str  # output of the first build
+    source: Path  # the upstream image as served
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory, gpg_key: SigningKey) -> Iterator[Built]:
+    work = tmp_path_factory.mktemp("sysprep")
+    made = fixture_image.fixture()
+    server = MirrorServer(work / "mirror").start()
+    upstreams = Upstreams(work / "mirror", gpg_key)
+    fixture_image.publish(upstreams, made)
+    debian(upstreams)
+    catalogue = pin_key(REPO / "distros", work / "distros", gpg_key)
+    fixture_image.add_flavor(catalogue, made, gpg_key)
+    project = Project(work, catalogue, environment(catalogue, work, server.url))
+    run = project.doit(f"build:{TARGET}", "checksum:debian-12-amd64")
+    assert run.code == 0, run.out
+    yield Built(project, run.out, made / "fixture.qcow2")
+    server.stop()
+
+
+def guestfish(image: Path, script: str) -> str:
+    done = subprocess.run(
+        ["guestfish", "--ro", "-a", str(image), "-i"],
+        input=script,
+        capture_output=True,
+        text=True,
+        env={**_env(), **GUESTFS},
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def _env() -> dict[str, str]:
+    import os
+
+    from kmi.accel import choose, libguestfs_env
+
+    accel, _ = choose("auto", Path(os.environ.get("TMPDIR", "/tmp")) / "kmi-accel.json")
+    return {**os.environ, **libguestfs_env(accel)}
+
+
+INSPECT = """\
+echo --release
+cat /etc/kmi-release
+echo --command
+cat /var/lib/kmi-command-ran
+echo --service
+is-symlink /etc/systemd/system/getty.target.wants/serial-getty@ttyS0.service
+echo --machine-id
+filesize /etc/machine-id
+echo --host-keys
+glob ls /etc/ssh/ssh_host_*
+echo --repo
+exists /var/local/fixture-repo
+echo --end
+"""
+
+
+def sections(output: str) -> dict[str, str]:
+    parts, current = {}, ""
+    for line in output.splitlines():
+        if line.startswith("--"):
+            current = line[2:]
+            parts[current] = ""
+        else:
+            parts[current] += line + "\n"
+    return {k: v.strip() for k, v in parts.items()}
+
+
+def installed(image: Path, tmp: Path) -> dict[str, str]:
+    """Package -> status, from the image's dpkg database (read, not run)."""
+    status = tmp / "status"
+    guestfish(image, f"download /var/lib/dpkg/status {status}\n")
+    packages = {}
+    for stanza in status.read_text().split("\n\n"):
+        fields = dict(line.split(": ", 1) for line in stanza.splitlines() if ": " in line)
+        if "Package" in fields:
+            packages[fields["Package"]] = fields.get("Status", "")
+    return packages
+
+
+def test_sysprep_applied_the_catalogue_and_removed_identity(built: Built, tmp_path: Path) -> None:
+    before = sections(guestfish(built.source, INSPECT))
+    assert before["machine-id"] != "0" and before["host-keys"]  # the fixture has both
+    assert "qemu-guest-agent" not in installed(built.source, tmp_path)
+    image = built.project.work / "build" / TARGET / "sysprep.qcow2"
+    after = sections(guestfish(image, INSPECT))
+    assert installed(image, tmp_path)["qemu-guest-agent"] == "install ok installed"
+    assert after["release"] == "customized by kmi"
+    assert after["command"] == "ran"
+    assert after["service"] == "true"
+    assert after["machine-id"] == "0"
+    assert after["host-keys"] == ""
+    assert after["repo"] == "false"  # post_commands ran last
+
+
+def qemu_img(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["qemu-img", *args], capture_output=True, text=True)
+
+
+def test_sparsify_made_a_smaller_checked_qcow2_with_the_same_files(built: Built) -> None:
+    build = built.project.work / "build" / TARGET
+    disk, customized = build / "disk.qcow2", build / "sysprep.qcow2"
+    info = json.loads(qemu_img("info", "--output=json", str(disk)).stdout)
+    assert info["format"] == "qcow2" and "backing-filename" not in info
+    assert qemu_img("check", str(disk)).returncode == 0
+    assert disk.stat().st_size < customized.stat().st_size
+    diff = subprocess.run(
+        ["virt-diff", "-a", str(customized), "-A", str(disk)],
+        capture_output=True,
+        text=True,
+        env={**_env(), **GUESTFS},
+    )
+    assert diff.returncode == 0 and diff.stdout == "", diff.stdout + diff.stderr
+    receipt = json.loads((build / "sparsify.json").read_text())
+    assert receipt["final_size"] == disk.stat().st_size
+    assert "upstream " in built.first and " -> final " in built.first
+
+
+def test_logs_hold_each_tool_run(built: Built) -> None:
+    logs = built.project.work / "build" / TARGET / "logs"
+    sysprep = (logs / "sysprep.log").read_text()
+    assert "$ " in sysprep and "virt-customize" in sysprep and "virt-sysprep" in sysprep
+    assert "[exit 0]" in (logs / "sparsify.log").read_text()
+
+
+def test_second_run_does_nothing_and_a_package_change_reruns_only_its_targets(
+    built: Built, tmp_path: Path
+) -> None:
+    again = built.project.doit(f"build:{TARGET}", "checksum:debian-12-amd64")
+    assert again.code == 0 and again.ran() == set(), again.out
+    yaml = built.project.catalogue / "fixture.yaml"
+    yaml.write_text(
+        yaml.read_text().replace(
+            "packages: [qemu-guest-agent]", "packages: [qemu-guest-agent, tree]"
+        )
+    )
+    changed = built.project.doit(f"build:{TARGET}", "checksum:debian-12-amd64")
+    assert changed.code == 0, changed.out
+    assert changed.ran() == {f"sysprep:{TARGET}", f"sparsify:{TARGET}"}
+    image = built.project.work / "build" / TARGET / "disk.qcow2"
+    assert installed(image, tmp_path)["tree"] == "install ok installed"
