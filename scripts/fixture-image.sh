@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # Build the offline stand-in for an upstream cloud image: a small Debian bookworm system
-# (systemd, cloud-init, openssh-server, a kernel and GRUB; deliberately *without*
+# (systemd, cloud-init, openssh-server, a kernel and EXTLINUX; deliberately *without*
 # qemu-guest-agent) on a partitioned qcow2, plus a local apt repository holding
 # qemu-guest-agent and tree with exactly the packages the image lacks for them.
 #
 #   scripts/fixture-image.sh OUTDIR      -> OUTDIR/fixture.qcow2, OUTDIR/repo/
 #
-# Needs root, debootstrap, libguestfs-tools (guestfish, virt-customize), qemu-utils and
-# apt-utils, and Debian's package mirror. kmi.demo.fixture caches the result keyed by the
-# hash of this file: change anything here and the fixture is rebuilt.
+# Needs root, debootstrap, libguestfs-tools (guestfish), extlinux and syslinux-common (the
+# bootloader, installed from inside the libguestfs appliance, where grub-install cannot
+# probe the disk), qemu-utils, apt-utils, and Debian's package mirror. kmi.demo.fixture
+# caches the result keyed by the hash of this file: change anything here and the fixture is
+# rebuilt.
 set -euo pipefail
 
 out=${1:?usage: fixture-image.sh OUTDIR}
@@ -32,24 +34,28 @@ mount --bind /dev "$root/dev"
 mount --bind /dev/pts "$root/dev/pts"
 printf 'deb %s %s main\n' "$mirror" "$suite" >"$root/etc/apt/sources.list"
 in_root apt-get -qq update
-echo "fixture: kernel, GRUB, cloud-init, openssh-server"
+echo "fixture: kernel, cloud-init, openssh-server"
 in_root apt-get -qq install -y --no-install-recommends \
-    linux-image-cloud-amd64 grub-pc initramfs-tools cloud-init openssh-server netbase \
+    linux-image-cloud-amd64 initramfs-tools cloud-init openssh-server netbase \
     ifupdown isc-dhcp-client sudo e2fsprogs >"$work/install.log" 2>&1 \
     || { tail -40 "$work/install.log"; exit 1; }
 
 echo "kmi-fixture" >"$root/etc/hostname"
-echo "LABEL=kmi-root / ext4 defaults 0 1" >"$root/etc/fstab"
+# ext3, not ext4: EXTLINUX cannot read ext4's 64bit layout.
+echo "LABEL=kmi-root / ext3 defaults 0 1" >"$root/etc/fstab"
 printf 'auto lo\niface lo inet loopback\n' >"$root/etc/network/interfaces"
-cat >"$root/etc/default/grub" <<'EOF'
-GRUB_DEFAULT=0
-GRUB_TIMEOUT=1
-GRUB_DISTRIBUTOR=Debian
-GRUB_CMDLINE_LINUX_DEFAULT=""
-GRUB_CMDLINE_LINUX="console=ttyS0,115200n8 console=tty0"
-GRUB_TERMINAL="serial console"
-GRUB_SERIAL_COMMAND="serial --speed=115200"
-EOF
+kernel=$(cd "$root/boot" && ls vmlinuz-* | tail -1)
+initrd=$(cd "$root/boot" && ls initrd.img-* | tail -1)
+mkdir -p "$root/boot/extlinux"
+{
+    echo "SERIAL 0 115200"
+    echo "DEFAULT debian"
+    echo "TIMEOUT 10"
+    echo "LABEL debian"
+    echo "  LINUX /boot/$kernel"
+    echo "  INITRD /boot/$initrd"
+    echo "  APPEND root=LABEL=kmi-root ro console=tty0 console=ttyS0,115200n8"
+} >"$root/boot/extlinux/extlinux.conf"
 printf 'datasource_list: [ NoCloud, None ]\n' >"$root/etc/cloud/cloud.cfg.d/90-kmi-fixture.cfg"
 # A machine identity, as a careless image would carry: sysprep must remove it.
 systemd-machine-id-setup --root="$root" >/dev/null
@@ -65,19 +71,20 @@ in_root apt-get clean
 rm -rf "$root"/var/lib/apt/lists/*
 unmount
 
-echo "fixture: partitioned disk"
+echo "fixture: partitioned disk with EXTLINUX"
 tar -C "$root" -cf "$work/rootfs.tar" .
 guestfish -N "$work/disk.img=disk:2G" -- \
     part-init /dev/sda mbr : \
     part-add /dev/sda p 2048 -1 : \
     part-set-bootable /dev/sda 1 true : \
-    mkfs ext4 /dev/sda1 label:kmi-root : \
+    mkfs ext3 /dev/sda1 label:kmi-root : \
     mount /dev/sda1 / : \
     tar-in "$work/rootfs.tar" / : \
+    extlinux /boot/extlinux : \
+    upload /usr/lib/syslinux/mbr/mbr.bin /boot/mbr.bin : \
+    copy-file-to-device /boot/mbr.bin /dev/sda size:440 : \
+    rm /boot/mbr.bin : \
     umount-all
-virt-customize -q --format raw -a "$work/disk.img" --no-network \
-    --run-command 'grub-install --target=i386-pc /dev/sda && update-grub' >"$work/grub.log" 2>&1 \
-    || { tail -30 "$work/grub.log"; exit 1; }
 qemu-img convert -c -O qcow2 "$work/disk.img" "$out.tmp/fixture.qcow2"
 
 rm -rf "$out"

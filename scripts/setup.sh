@@ -7,9 +7,10 @@ cd "$(dirname "$0")/.."
 # gnupg: gpg verifies upstream signatures; xz-utils and ca-certificates for downloads;
 # qemu-utils (qemu-img) and libguestfs-tools (virt-customize, virt-sysprep, virt-sparsify)
 # with a kernel for the libguestfs appliance (linux-image-amd64 on amd64 hosts); qemu-system
-# for the KVM probe; debootstrap and apt-utils build the offline fixture image; git.
+# for the KVM probe; debootstrap, apt-utils, extlinux and syslinux-common build the offline
+# fixture image; git.
 SYSTEM_PACKAGES=(gnupg xz-utils ca-certificates git qemu-utils libguestfs-tools debootstrap
-                 apt-utils)
+                 apt-utils extlinux syslinux-common)
 case "$(dpkg --print-architecture)" in
     amd64) SYSTEM_PACKAGES+=(linux-image-amd64 qemu-system-x86) ;;
     arm64) SYSTEM_PACKAGES+=(linux-image-arm64 qemu-system-arm) ;;
