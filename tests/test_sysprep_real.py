@@ -55,7 +55,9 @@ def guestfish(image: Path, script: str) -> str:
         text=True,
         env={**_env(), **GUESTFS},
     )
-    assert done.returncode == 0, done.stderr
+    # `-cat` lines may fail (a file the fixture lacks), so the exit code is not the verdict;
+    # the callers check every section they expect.
+    assert "--end" in done.stdout, done.stderr
     return done.stdout
 
 
@@ -70,15 +72,15 @@ def _env() -> dict[str, str]:
 
 INSPECT = """\
 echo --release
-cat /etc/kmi-release
+-cat /etc/kmi-release
 echo --command
-cat /var/lib/kmi-command-ran
+-cat /var/lib/kmi-command-ran
 echo --service
-is-symlink /etc/systemd/system/getty.target.wants/serial-getty@ttyS0.service
+-is-symlink /etc/systemd/system/getty.target.wants/serial-getty@ttyS0.service
 echo --machine-id
 filesize /etc/machine-id
 echo --host-keys
-glob ls /etc/ssh/ssh_host_*
+ls /etc/ssh
 echo --repo
 exists /var/local/fixture-repo
 echo --end
@@ -110,15 +112,15 @@ def inspect(image: Path, tmp: Path) -> tuple[dict[str, str], dict[str, str]]:
 
 def test_sysprep_applied_the_catalogue_and_removed_identity(built: Built, tmp_path: Path) -> None:
     before, packages = inspect(built.source, tmp_path)
-    assert before["machine-id"] != "0" and before["host-keys"]  # the fixture has both
+    assert before["machine-id"] != "0" and "ssh_host_" in before["host-keys"]  # it has both
     assert "qemu-guest-agent" not in packages
-    after, packages = inspect(built.project.work / "build" / TARGET / "sysprep.qcow2", tmp_path)
+    after, packages = inspect(built.project.work / "build" / TARGET / "disk.qcow2", tmp_path)
     assert packages["qemu-guest-agent"] == "install ok installed"
     assert after["release"] == "customized by kmi"
     assert after["command"] == "ran"
     assert after["service"] == "true"
     assert after["machine-id"] == "0"
-    assert after["host-keys"] == ""
+    assert "ssh_host_" not in after["host-keys"] and "sshd_config" in after["host-keys"]
     assert after["repo"] == "false"  # post_commands ran last
 
 
@@ -168,3 +170,4 @@ def test_second_run_does_nothing_and_a_package_change_reruns_only_its_targets(
     assert changed.ran() == {f"sysprep:{TARGET}", f"sparsify:{TARGET}"}
     _, packages = inspect(built.project.work / "build" / TARGET / "disk.qcow2", tmp_path)
     assert packages["tree"] == "install ok installed"
+    assert packages["qemu-guest-agent"] == "install ok installed"
