@@ -215,17 +215,19 @@ def _download_state(target: Target) -> tuple[LockEntry, str] | None:
     return entry, download_key(entry, target.flavor.upstream.compression)
 
 
+def _current(name: str, stage: str, key: str | None, output: Path) -> bool:
+    """Up to date: the receipt holds the key computed now, and the output exists."""
+    return key is not None and is_current(CTX.paths.receipt(name, stage), key) and output.exists()
+
+
 def download_is_current(name: str) -> bool:
     target = CTX.targets[name]
     state = _download_state(target)
     if state is None:
         return False
     entry, key = state
-    compression = target.flavor.upstream.compression
-    return (
-        is_current(CTX.paths.receipt(name, "download"), key)
-        and CTX.paths.image(entry.digest, compression).exists()
-    )
+    image = CTX.paths.image(entry.digest, target.flavor.upstream.compression)
+    return _current(name, "download", key, image)
 
 
 def _image_check(target: Target, entry: LockEntry) -> Callable[[Path], str] | None:
@@ -339,11 +341,7 @@ def _sysprep_key(target: Target) -> str | None:
 
 def sysprep_is_current(name: str) -> bool:
     key = _sysprep_key(CTX.targets[name])
-    return (
-        key is not None
-        and is_current(CTX.paths.receipt(name, "sysprep"), key)
-        and CTX.paths.sysprep_image(name).exists()
-    )
+    return _current(name, "sysprep", key, CTX.paths.sysprep_image(name))
 
 
 def run_sysprep(name: str) -> None:
@@ -388,11 +386,7 @@ def _sparsify_key(target: Target) -> str | None:
 
 def sparsify_is_current(name: str) -> bool:
     key = _sparsify_key(CTX.targets[name])
-    return (
-        key is not None
-        and is_current(CTX.paths.receipt(name, "sparsify"), key)
-        and CTX.paths.disk(name).exists()
-    )
+    return _current(name, "sparsify", key, CTX.paths.disk(name))
 
 
 def run_sparsify(name: str) -> None:
