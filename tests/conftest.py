@@ -86,7 +86,7 @@ class Project:
             env=env,
             capture_output=True,
             text=True,
-            timeout=300,
+            timeout=1500,  # a build under TCG takes minutes
         )
         return DoitRun(done.returncode, done.stdout + done.stderr)
 
