@@ -115,7 +115,10 @@ def customize_args(target: Target, image: Path, skip_guest: bool) -> list[str]:
 
 
 def sysprep_args(target: Target, image: Path) -> list[str]:
-    operations = ",".join(target.flavor.sysprep.operations)
+    # virt-sysprep's own "customize" operation runs last and writes a fresh machine-id into
+    # the emptied /etc/machine-id, so that every VM from the image would share it: kmi
+    # customizes with virt-customize before, and always turns that operation off.
+    operations = ",".join([*target.flavor.sysprep.operations, "-customize"])
     return ["--format", "qcow2", "--add", str(image), "--operations", operations]
 
 
