@@ -15,6 +15,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from kmi.accel import choose, libguestfs_env
 from kmi.demo.upstreams import Image, SigningKey, Upstreams
 from kmi.errors import KmiError
 from kmi.files import exclusive
@@ -70,16 +71,17 @@ def cache_dir() -> Path:
     return Path(os.environ.get("KMI_FIXTURE_CACHE", "~/.cache/kmi-fixtures")).expanduser()
 
 
-def fixture(env: dict[str, str] | None = None) -> Path:
-    """The folder holding fixture.qcow2 and repo/, built once per version of the script."""
+def fixture() -> Path:
+    """The folder holding fixture.qcow2 and repo/, built once per version of the script
+    (libguestfs on KVM or TCG as the probe decides: KVM can hang where it is broken)."""
     key = hashlib.sha256(SCRIPT.read_bytes()).hexdigest()[:16]
     built = cache_dir() / key
     with exclusive(cache_dir() / f"{key}.guard"):
         if not (built / "fixture.qcow2").exists():
             print(f"building the fixture image into {built} (a few minutes, once)", flush=True)
-            done = subprocess.run(
-                ["bash", str(SCRIPT), str(built)], env={**os.environ, **(env or {})}
-            )
+            chosen, _ = choose(os.environ.get("KMI_ACCEL", "auto"), cache_dir() / "accel.json")
+            env = {**os.environ, **libguestfs_env(chosen)}
+            done = subprocess.run(["bash", str(SCRIPT), str(built)], env=env)
             if done.returncode != 0:
                 raise KmiError(f"{SCRIPT} failed with exit code {done.returncode}")
     return built
