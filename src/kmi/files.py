@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import os
 import tempfile
 from collections.abc import Iterator
@@ -36,6 +37,16 @@ def exclusive(guard: Path) -> Iterator[None]:
     with open(guard, "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         yield
+
+
+def feed(hasher: hashlib._Hash, path: Path, chunk: int = 1 << 20) -> int:
+    """Hash the whole file at `path` into `hasher`; returns the number of bytes read."""
+    size = 0
+    with path.open("rb") as src:
+        while block := src.read(chunk):
+            hasher.update(block)
+            size += len(block)
+    return size
 
 
 def write_if_changed(path: Path, text: str) -> bool:

@@ -18,6 +18,7 @@ import urllib3
 
 from kmi import __version__
 from kmi.errors import TransferError
+from kmi.files import feed
 from kmi.progress import Progress
 from kmi.settings import Settings
 
@@ -220,10 +221,7 @@ class _PartState:
         self.expected_total: int | None = None
         part.parent.mkdir(parents=True, exist_ok=True)
         if part.exists():
-            with part.open("rb") as src:
-                while chunk := src.read(CHUNK):
-                    self.hasher.update(chunk)
-                    self.size += len(chunk)
+            self.size = feed(self.hasher, part)
 
     def resume_headers(self) -> dict[str, str]:
         if not self.size:

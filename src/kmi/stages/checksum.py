@@ -5,11 +5,11 @@ from __future__ import annotations
 import hashlib
 
 from kmi.errors import KmiError, VerificationError
+from kmi.files import feed
 from kmi.keys import stage_key
 from kmi.lock import LockEntry
 from kmi.paths import Paths
 
-CHUNK = 1 << 20
 STAGE_VERSION = "1"
 
 
@@ -26,11 +26,7 @@ def verify_cached(paths: Paths, target: str, entry: LockEntry, compression: str)
     if not blob.exists():
         raise KmiError(f"{target}: {blob} is missing from the cache; run: doit download:{target}")
     hasher = hashlib.new(entry.algorithm)
-    size = 0
-    with blob.open("rb") as src:
-        while chunk := src.read(CHUNK):
-            hasher.update(chunk)
-            size += len(chunk)
+    size = feed(hasher, blob)
     actual = hasher.hexdigest()
     if actual != entry.hexdigest:
         blob.unlink()
