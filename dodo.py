@@ -1,5 +1,6 @@
 """kmi: KubeVirt machine images as a doit task graph. `doit list` shows the task families."""
 
+from kmi.images import task_manifest, task_publish
 from kmi.tasks import (
     doit_config,
     task_build,
@@ -18,6 +19,8 @@ __all__ = [
     "task_checksum",
     "task_discover",
     "task_download",
+    "task_manifest",
+    "task_publish",
     "task_sparsify",
     "task_sysprep",
 ]

@@ -92,6 +92,7 @@ class Version:
     arches: tuple[Arch, ...] = field(
         default=(), metadata=_doc("the arches of this version, if fewer than the flavor's")
     )
+    latest: bool = field(default=False, metadata=_doc("also publish this version as `latest`"))
 
 
 @dataclass(frozen=True)
@@ -164,6 +165,7 @@ class Track:
         )
     )
     keep: int = field(default=2, metadata=_doc("how many of the newest versions to maintain"))
+    latest: bool = field(default=False, metadata=_doc("publish the newest of them as `latest`"))
 
 
 @dataclass(frozen=True)
@@ -380,6 +382,8 @@ def _cross_checks(flavor: Flavor) -> list[str]:
         if v.version in seen:
             problems.append(f".versions[{i}].version: {v.version!r} is listed twice")
         seen.add(v.version)
+        if v.latest and any(w.latest for w in flavor.versions[:i]):
+            problems.append(f".versions[{i}].latest: only one version can be tagged latest")
         for arch in v.arches:
             if arch not in flavor.upstream.arches:
                 problems.append(f".versions[{i}].arches: {arch} is not in .upstream.arches")

@@ -36,3 +36,15 @@ def maintained_versions(flavor: Flavor, lock: Lock) -> tuple[Version, ...]:
 
 def maintained_targets(flavor: Flavor, lock: Lock) -> list[Target]:
     return targets_of(flavor, maintained_versions(flavor, lock))
+
+
+def latest_version(flavor: Flavor, lock: Lock) -> str | None:
+    """The version tagged `latest`: the one the catalogue marks, or the newest tracked one
+    when the tracking policy says so."""
+    versions = maintained_versions(flavor, lock)
+    for v in versions:
+        if v.latest:
+            return v.version
+    if flavor.track is not None and flavor.track.latest and versions:
+        return versions[0].version  # tracked versions are kept newest first
+    return None

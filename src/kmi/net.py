@@ -28,7 +28,7 @@ MAX_BACKOFF = 60.0
 MAX_TEXT = 64 << 20  # index pages and checksum files; anything larger is not one
 
 
-class _Transient(Exception):
+class Transient(Exception):
     """A failure worth retrying; carries the reason and an optional Retry-After."""
 
     def __init__(self, reason: str, retry_after: float | None = None) -> None:
@@ -36,11 +36,11 @@ class _Transient(Exception):
         self.retry_after = retry_after
 
 
-class _RangeRefused(_Transient):
+class _RangeRefused(Transient):
     """The server refused to resume; the next attempt starts the file over."""
 
 
-def _retry_after(response: requests.Response) -> float | None:
+def retry_after(response: requests.Response) -> float | None:
     value = response.headers.get("Retry-After")
     if not value:
         return None
@@ -48,6 +48,23 @@ def _retry_after(response: requests.Response) -> float | None:
         return float(value)
     parsed = email.utils.parsedate_to_datetime(value)
     return max(0.0, parsed.timestamp() - time.time()) if parsed else None
+
+
+def retrying(what: str, attempt: Callable[[], Any], retries: int, backoff: float) -> Any:
+    """Call `attempt` until it succeeds; a Transient failure is retried `retries` times,
+    waiting `backoff * 2**n` seconds (or what Retry-After says), then becomes TransferError."""
+    tries = retries + 1
+    for n in range(tries):
+        try:
+            return attempt()
+        except Transient as err:
+            if n + 1 == tries:
+                raise TransferError(f"{what}: {err} (gave up after {tries} attempts)") from None
+            delay = err.retry_after
+            if delay is None:
+                delay = backoff * 2**n
+            time.sleep(min(delay, MAX_BACKOFF))
+    raise AssertionError("unreachable")
 
 
 @dataclass
@@ -77,20 +94,9 @@ class Http:
         return url if resolved == url else f"{url} (via mirror {resolved})"
 
     def _retrying(self, url: str, attempt: Callable[[], Any]) -> Any:
-        tries = self.settings.http_retries + 1
-        for n in range(tries):
-            try:
-                return attempt()
-            except _Transient as err:
-                if n + 1 == tries:
-                    raise TransferError(
-                        f"{self.describe(url)}: {err} (gave up after {tries} attempts)"
-                    ) from None
-                delay = err.retry_after
-                if delay is None:
-                    delay = self.settings.http_backoff * 2**n
-                time.sleep(min(delay, MAX_BACKOFF))
-        raise AssertionError("unreachable")
+        return retrying(
+            self.describe(url), attempt, self.settings.http_retries, self.settings.http_backoff
+        )
 
     @contextmanager
     def _get(
@@ -106,12 +112,12 @@ class Http:
                 allow_redirects=True,
             )
         except (requests.ConnectionError, requests.Timeout) as err:
-            raise _Transient(f"connection failed ({type(err).__name__})") from None
+            raise Transient(f"connection failed ({type(err).__name__})") from None
         try:
             if response.status_code == 416 and "Range" in (headers or {}):
                 raise _RangeRefused("HTTP 416 for a resumed range")
             if response.status_code in TRANSIENT_STATUS:
-                raise _Transient(f"HTTP {response.status_code}", _retry_after(response))
+                raise Transient(f"HTTP {response.status_code}", retry_after(response))
             if response.status_code >= 400:
                 raise TransferError(
                     f"{self.describe(url)}: HTTP {response.status_code}", response.status_code
@@ -138,7 +144,7 @@ class Http:
                     requests.Timeout,
                     requests.exceptions.ChunkedEncodingError,
                 ) as err:
-                    raise _Transient(f"transfer cut ({type(err).__name__})") from None
+                    raise Transient(f"transfer cut ({type(err).__name__})") from None
                 return bytes(data)
 
         result: bytes = self._retrying(url, attempt)
@@ -204,10 +210,10 @@ class Http:
             urllib3.exceptions.HTTPError,
             requests.exceptions.ChunkedEncodingError,
         ) as err:
-            raise _Transient(f"transfer cut at {state.size} bytes ({type(err).__name__})") from None
+            raise Transient(f"transfer cut at {state.size} bytes ({type(err).__name__})") from None
         expected = state.expected_total
         if expected is not None and state.size < expected:
-            raise _Transient(f"transfer cut at {state.size} of {expected} bytes")
+            raise Transient(f"transfer cut at {state.size} of {expected} bytes")
 
 
 class _PartState:

@@ -54,6 +54,21 @@ class Paths:
         """The final qcow2: sparsified, compressed, checked."""
         return self.build / target / "disk.qcow2"
 
+    def layout(self, target: str) -> Path:
+        """The per-arch containerdisk, an OCI image layout."""
+        return self.build / target / "oci"
+
+    def image_dir(self, image: str) -> Path:
+        """Outputs of one multi-arch image (targets' folders end in an arch; these cannot)."""
+        return self.build / "images" / image
+
+    def image_layout(self, image: str) -> Path:
+        """The image index and every blob of the image, an OCI image layout."""
+        return self.image_dir(image) / "oci"
+
+    def image_receipt(self, image: str, stage: str) -> Path:
+        return self.image_dir(image) / f"{stage}.json"
+
     def tool_versions(self) -> Path:
         return self.cache / "tool-versions.json"
 

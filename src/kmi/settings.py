@@ -26,6 +26,12 @@ class Settings:
     http_timeout: float
     progress: str  # "auto", "bar", "lines" or "off"
     accel: str  # "auto", "kvm" or "tcg"
+    registry: str | None = None  # host[:port][/path] to publish to; None: dry run
+    registry_insecure: bool = False  # plain HTTP to a registry that is not on loopback
+    layer_compression: str = "gzip-stored"  # see kmi.oci.LAYER_TYPES
+    index_arches: str = "all"  # "all": an index needs every arch; "built": what was built
+    source_url: str = ""  # org.opencontainers.image.source of published images
+    source_date_epoch: str | None = None  # fixes `created` instead of the lock's `found`
 
     @property
     def lock_file(self) -> Path:
@@ -65,6 +71,15 @@ def load_settings(env: dict[str, str] | None = None, root: Path | None = None) -
     accel = env.get("KMI_ACCEL", "auto").strip() or "auto"
     if accel not in {"auto", "kvm", "tcg"}:
         raise KmiError(f"KMI_ACCEL={accel!r}: expected auto, kvm or tcg")
+    compression = env.get("KMI_LAYER_COMPRESSION", "").strip() or "gzip-stored"
+    if compression not in {"gzip-stored", "gzip", "zstd", "none"}:
+        raise KmiError(
+            f"KMI_LAYER_COMPRESSION={compression!r}: expected gzip-stored, gzip, zstd or none"
+        )
+    index_arches = env.get("KMI_INDEX_ARCHES", "").strip() or "all"
+    if index_arches not in {"all", "built"}:
+        raise KmiError(f"KMI_INDEX_ARCHES={index_arches!r}: expected all or built")
+    registry = env.get("KMI_REGISTRY", "").strip() or None
     return Settings(
         catalogue_dir=root / env.get("KMI_CATALOGUE", "distros"),
         build_dir=root / env.get("KMI_BUILD_DIR", "build"),
@@ -76,4 +91,10 @@ def load_settings(env: dict[str, str] | None = None, root: Path | None = None) -
         http_timeout=_number(env, "KMI_HTTP_TIMEOUT", 30.0),
         progress=progress,
         accel=accel,
+        registry=registry,
+        registry_insecure=_flag(env, "KMI_REGISTRY_INSECURE"),
+        layer_compression=compression,
+        index_arches=index_arches,
+        source_url=env.get("KMI_SOURCE_URL", "").strip(),
+        source_date_epoch=env.get("SOURCE_DATE_EPOCH", "").strip() or None,
     )

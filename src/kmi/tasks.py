@@ -7,22 +7,26 @@ never read a large file. Expected failures become one-line TaskFailed messages.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
+import time
 from collections.abc import Callable, Iterator
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from doit.exceptions import InvalidDodoFile, TaskFailed, UnmetDependency
 from doit.reporter import ConsoleReporter
 
-from kmi import maintained
+from kmi import maintained, oci
 from kmi.catalogue import Catalogue, Target, load_catalogue
 from kmi.errors import KmiError
 from kmi.keys import is_current, write_receipt
 from kmi.lock import Lock, LockEntry, read_lock
 from kmi.paths import Paths
 from kmi.settings import Settings, load_settings
+from kmi.stages import containerdisk
 from kmi.stages import sparsify as sparsify_stage
 from kmi.stages import sysprep as sysprep_stage
 from kmi.stages.checksum import checksum_key, verify_cached
@@ -39,6 +43,8 @@ class Context:
 
     def __init__(self) -> None:
         self._lock: tuple[tuple[int, int], Lock] | None = None
+        # one id per doit run (parallel workers are forked from this process and share it)
+        self.run_id = f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
 
     @cached_property
     def settings(self) -> Settings:
@@ -141,7 +147,7 @@ class Context:
 CTX = Context()
 
 
-def _guarded(action: Callable[..., None]) -> Callable[..., TaskFailed | None]:
+def guarded(action: Callable[..., None]) -> Callable[..., TaskFailed | None]:
     """Run an action; a KmiError becomes a TaskFailed with its message, no traceback."""
 
     def run(*args: Any) -> TaskFailed | None:
@@ -167,7 +173,7 @@ def _per_target(
         task: TaskDict = {
             "name": name,
             "doc": f"{target.flavor.name} {target.version.version} {target.arch}",
-            "actions": [(_guarded(action), [name])],
+            "actions": [(guarded(action), [name])],
             "targets": [str(CTX.paths.receipt(name, stage))],
             "uptodate": [(is_current, [name])],
             "verbosity": 2,
@@ -186,7 +192,7 @@ def task_discover() -> Iterator[TaskDict]:
         yield {
             "name": flavor.name,
             "doc": f"refresh the lock entries of {flavor.name}",
-            "actions": [(_guarded(run_discover), [flavor.name])],
+            "actions": [(guarded(run_discover), [flavor.name])],
             "uptodate": [False],
             "verbosity": 2,
         }
@@ -410,15 +416,50 @@ def task_sparsify() -> Iterator[TaskDict]:
     yield from _per_target("sparsify", run_sparsify, sparsify_is_current, needs="sysprep")
 
 
+# --- build (the per-arch containerdisk) ---------------------------------------------------
+
+
+def build_state(target: Target) -> tuple[str, oci.ImageSpec] | None:
+    """The build key and image spec, or None when the final disk's inputs are not ready."""
+    disk_key = _sparsify_key(target)
+    entry = CTX.pinned(target)
+    if disk_key is None or entry is None:
+        return None
+    settings = CTX.settings
+    spec = containerdisk.image_spec(
+        target, entry, disk_key, settings.source_date_epoch, settings.source_url
+    )
+    return containerdisk.build_key(disk_key, spec, settings.layer_compression), spec
+
+
+def build_is_current(name: str) -> bool:
+    try:
+        state = build_state(CTX.targets[name])
+    except KmiError:
+        return False  # the action says why
+    key = state[0] if state else None
+    return _current(name, "build", key, CTX.paths.layout(name) / "index.json")
+
+
+def run_build(name: str) -> None:
+    from kmi.progress import Progress
+
+    state = build_state(CTX.targets[name])
+    if state is None:
+        raise KmiError(f"{name}: no final disk; run: doit sparsify:{name}")
+    key, spec = state
+    disk, layout = CTX.paths.disk(name), CTX.paths.layout(name)
+    compression = cast(oci.Compression, CTX.settings.layer_compression)
+    meter = Progress(f"{name}: pack", disk.stat().st_size, CTX.settings.progress)
+    made = containerdisk.containerize(disk, layout, spec, compression, meter.advance)
+    meter.finish()
+    print(f"{name}: containerdisk {made['manifest'][:19]}… in {layout}", flush=True)
+    write_receipt(CTX.paths.receipt(name, "build"), key, {"target": name, **made})
+
+
 def task_build() -> Iterator[TaskDict]:
-    """Build each target's image (for now: up to the final, checked disk.qcow2)."""
-    for name, target in CTX.targets.items():
-        yield {
-            "name": name,
-            "doc": f"{target.flavor.name} {target.version.version} {target.arch}",
-            "actions": None,
-            "task_dep": [f"sparsify:{name}"],
-        }
+    """Pack each final disk as its per-arch containerdisk (an OCI layout, no daemon)."""
+    yield from _per_target("build", run_build, build_is_current, needs="sparsify")
 
 
 # --- reporting --------------------------------------------------------------------------
@@ -443,6 +484,12 @@ class KmiReporter(ConsoleReporter):  # type: ignore[misc]
         skipped = len(self.failures) - len(failed)
         if failed:
             self.write(f"{len(failed)} task(s) failed, {skipped} skipped: {', '.join(failed)}\n")
+        from kmi import results
+
+        with contextlib.suppress(KmiError):
+            table = results.summary(CTX.paths.results(), CTX.run_id)
+            if table:
+                self.write(table)
         if self.runtime_errors:
             self.write("Execution aborted.\n" + "\n".join(self.runtime_errors) + "\n")
 

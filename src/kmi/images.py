@@ -1,0 +1,201 @@
+"""The doit glue of multi-arch images (I = <flavor>-<version>): manifest:I and publish:I."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from kmi import maintained, results
+from kmi.accel import host_arch
+from kmi.catalogue import Target
+from kmi.errors import KmiError
+from kmi.keys import is_current, read_receipt, write_receipt
+from kmi.stages import containerdisk
+from kmi.stages import publish as publish_stage
+from kmi.stages.sysprep import skips_guest_steps
+from kmi.tasks import CTX, TaskDict, build_state, guarded
+
+
+def images() -> dict[str, list[Target]]:
+    """Every maintained image and its targets, in catalogue order."""
+    found: dict[str, list[Target]] = {}
+    for target in CTX.targets.values():
+        found.setdefault(target.image, []).append(target)
+    return found
+
+
+def buildable_here(target: Target) -> bool:
+    try:
+        skips_guest_steps(target, host_arch())
+    except KmiError:
+        return False
+    return True
+
+
+def _current_builds(targets: list[Target]) -> dict[str, str]:
+    """arch -> build key, for the targets whose containerdisk is built and current."""
+    current = {}
+    for target in targets:
+        try:
+            state = build_state(target)
+        except KmiError:
+            continue
+        receipt = CTX.paths.receipt(target.name, "build")
+        if state is not None and is_current(receipt, state[0]):
+            current[str(target.arch)] = state[0]
+    return current
+
+
+# --- manifest ---------------------------------------------------------------------------
+
+
+def _manifest_state(image: str) -> tuple[str, list[Target], dict[str, str]] | None:
+    """The index key, the targets it covers and its annotations; None if not ready."""
+    targets = images()[image]
+    builds = _current_builds(targets)
+    if CTX.settings.index_arches == "all" and len(builds) < len(targets):
+        return None
+    chosen = [t for t in targets if str(t.arch) in builds]
+    if not chosen:
+        return None
+    first = chosen[0]
+    entry = CTX.pinned(first)
+    assert entry is not None  # a current build implies a pinned entry
+    created, _ = containerdisk.created_at(entry, CTX.settings.source_date_epoch)
+    release = max((CTX.pinned(t) or entry).release for t in chosen)
+    annotations = containerdisk.image_annotations(
+        first.flavor, first.version.version, release, created, CTX.settings.source_url
+    )
+    return containerdisk.index_key(builds, annotations, image), chosen, annotations
+
+
+def manifest_is_current(image: str) -> bool:
+    try:
+        state = _manifest_state(image)
+    except KmiError:
+        return False
+    layout = CTX.paths.image_layout(image)
+    receipt = CTX.paths.image_receipt(image, "manifest")
+    return state is not None and is_current(receipt, state[0]) and layout.exists()
+
+
+def run_manifest(image: str) -> None:
+    state = _manifest_state(image)
+    targets = images()[image]
+    if state is None:
+        missing = [t.name for t in targets if str(t.arch) not in _current_builds(targets)]
+        raise KmiError(
+            f"{image}: no current containerdisk for {', '.join(missing)}; run doit build "
+            "for them, or set KMI_INDEX_ARCHES=built to index only what was built"
+        )
+    key, chosen, annotations = state
+    layouts = [CTX.paths.layout(t.name) for t in chosen]
+    digest = containerdisk.assemble(CTX.paths.image_layout(image), layouts, annotations, image)
+    arches = [str(t.arch) for t in chosen]
+    left_out = [str(t.arch) for t in targets if t not in chosen]
+    note = f" (left out, not built: {', '.join(left_out)})" if left_out else ""
+    print(f"{image}: index {digest[:19]}… over {', '.join(arches)}{note}", flush=True)
+    details = {"image": image, "digest": digest, "arches": arches, "annotations": annotations}
+    write_receipt(CTX.paths.image_receipt(image, "manifest"), key, details)
+
+
+def task_manifest() -> Iterator[TaskDict]:
+    """Assemble each image's multi-arch OCI index over its per-arch containerdisks."""
+    every = CTX.settings.index_arches == "all"
+    for image, targets in images().items():
+        needed = [t for t in targets if every or buildable_here(t)]
+        yield {
+            "name": image,
+            "doc": f"{image}: index over {', '.join(str(t.arch) for t in targets)}",
+            "actions": [(guarded(run_manifest), [image])],
+            "targets": [str(CTX.paths.image_receipt(image, "manifest"))],
+            "uptodate": [(manifest_is_current, [image])],
+            "task_dep": [f"build:{t.name}" for t in needed],
+            "verbosity": 2,
+        }
+
+
+# --- publish ----------------------------------------------------------------------------
+
+
+def registry_setting() -> str | None:
+    """`doit publish registry=HOST/PATH` wins over KMI_REGISTRY."""
+    from doit import get_var
+
+    given = get_var("registry", None)
+    return (given or "").strip() or CTX.settings.registry
+
+
+def plan_of(image: str, repository: str) -> publish_stage.Plan:
+    targets = images()[image]
+    flavor, version = targets[0].flavor, targets[0].version.version
+    receipt = read_receipt(CTX.paths.image_receipt(image, "manifest")) or {}
+    release = (receipt.get("annotations") or {}).get("org.opencontainers.image.version", version)
+    tags = [version]
+    if maintained.latest_version(flavor, CTX.lock()) == version:
+        tags.append("latest")
+    return publish_stage.Plan(
+        image=image,
+        repository=repository,
+        layout=CTX.paths.image_layout(image),
+        tags=tuple(publish_stage.tag_of(t) for t in tags),
+        immutable=publish_stage.tag_of(release),
+    )
+
+
+def _known_blobs(host: str, image: str) -> dict[str, str]:
+    """Blobs other images' publishes left in repositories of this registry (for mounts)."""
+    known: dict[str, str] = {}
+    for other in images():
+        receipt = read_receipt(CTX.paths.image_receipt(other, "publish"))
+        if other == image or not receipt or receipt.get("host") != host:
+            continue
+        for digest in receipt.get("blobs", []):
+            known[digest] = receipt["repository"]
+    return known
+
+
+def run_publish(image: str) -> None:
+    from kmi.registry import Client, Registry
+
+    flavor = images()[image][0].flavor.name
+    where = registry_setting()
+    paths = CTX.paths
+    if where is None:
+        plan = plan_of(image, flavor)
+        outcome = publish_stage.dry_run(plan, "<registry>", _say)
+        results.record(paths.results(), CTX.run_id, outcome.to_json())
+        return
+    registry = Registry.parse(where, CTX.settings.registry_insecure)
+    plan = plan_of(image, registry.repository(flavor))
+    client = Client(
+        registry, CTX.settings.http_retries, CTX.settings.http_backoff, CTX.settings.http_timeout
+    )
+    try:
+        outcome = publish_stage.publish(
+            client, plan, _known_blobs(registry.host, image), _say, CTX.settings.progress
+        )
+    except KmiError as err:
+        failed = publish_stage.Outcome(image, f"{registry.host}/{plan.repository}", error=str(err))
+        results.record(paths.results(), CTX.run_id, failed.to_json())
+        raise
+    results.record(paths.results(), CTX.run_id, outcome.to_json())
+    blobs = sorted(publish_stage.blob_digests(plan.layout))
+    details = {"host": registry.host, "repository": plan.repository, "blobs": blobs}
+    write_receipt(paths.image_receipt(image, "publish"), outcome.digest, details)
+
+
+def _say(line: str) -> None:
+    print(line, flush=True)
+
+
+def task_publish() -> Iterator[TaskDict]:
+    """Push each image to KMI_REGISTRY (or registry=...): blobs, manifests, index, tags."""
+    for image, targets in images().items():
+        yield {
+            "name": image,
+            "doc": f"{image} -> <registry>/{targets[0].flavor.name}:{targets[0].version.version}",
+            "actions": [(guarded(run_publish), [image])],
+            "task_dep": [f"manifest:{image}"],
+            "uptodate": [False],  # the registry's state is checked on every run: a few HEADs
+            "verbosity": 2,
+        }

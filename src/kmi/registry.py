@@ -1,0 +1,373 @@
+"""A client for the OCI distribution API: just what publishing containerdisks needs.
+
+HEAD before every upload, cross-repository mounts, monolithic blob uploads streamed from
+the layout (1 MiB writes), manifests by digest, tags last. Basic and Bearer-token auth
+as registries ask for it (the WWW-Authenticate challenge), retries with backoff on
+5xx/429/resets. TLS always, except for a registry on loopback or one marked insecure.
+Credentials and tokens never appear in a message.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import ipaddress
+import re
+import time
+from collections.abc import Callable, Mapping
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+from urllib.parse import urlencode, urljoin
+
+import requests
+from requests.adapters import HTTPAdapter
+
+from kmi import __version__
+from kmi.errors import KmiError, TransferError
+from kmi.net import TRANSIENT_STATUS, Transient, retry_after, retrying
+from kmi.registry_auth import Credentials, find_credentials
+
+ACCEPT = ", ".join(
+    [
+        "application/vnd.oci.image.index.v1+json",
+        "application/vnd.oci.image.manifest.v1+json",
+        "application/vnd.docker.distribution.manifest.list.v2+json",
+        "application/vnd.docker.distribution.manifest.v2+json",
+    ]
+)
+BLOCK = 1 << 20  # socket writes of uploads; http.client's 8 KiB default costs CPU
+HOST = re.compile(r"^[A-Za-z0-9.-]+(:[0-9]+)?$|^\[[0-9a-fA-F:]+\](:[0-9]+)?$")
+PATH = re.compile(
+    r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$"
+)
+
+
+def is_loopback(host: str) -> bool:
+    name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+    name = name.strip("[]")
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True)
+class Registry:
+    """Where images go: `host[:port][/prefix]`, e.g. `quay.io/containerdisks`."""
+
+    host: str
+    prefix: str
+    scheme: str
+
+    @classmethod
+    def parse(cls, value: str, insecure: bool = False) -> Registry:
+        text = value.strip().rstrip("/")
+        if "://" in text:
+            raise KmiError(
+                f"KMI_REGISTRY={value!r}: give host[:port]/path without a scheme; "
+                "TLS is used unless the host is loopback or KMI_REGISTRY_INSECURE=1"
+            )
+        host, _, prefix = text.partition("/")
+        if not HOST.match(host) or (prefix and not PATH.match(prefix)):
+            raise KmiError(
+                f"KMI_REGISTRY={value!r}: expected host[:port][/path] with a lowercase path, "
+                "e.g. quay.io/containerdisks or localhost:5000"
+            )
+        scheme = "http" if insecure or is_loopback(host) else "https"
+        return cls(host, prefix, scheme)
+
+    def repository(self, name: str) -> str:
+        return f"{self.prefix}/{name}" if self.prefix else name
+
+    def reference(self, name: str, tag: str) -> str:
+        return f"{self.host}/{self.repository(name)}:{tag}"
+
+
+class _BigWrites(HTTPAdapter):
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["blocksize"] = BLOCK
+        super().init_poolmanager(*args, **kwargs)
+
+
+class _Body:
+    """A file streamed as a request body, reporting progress; reopened on every attempt."""
+
+    def __init__(self, path: Path, advance: Callable[[int], None]) -> None:
+        self.path, self.advance = path, advance
+        self.size = path.stat().st_size
+        self.handle: IO[bytes] | None = None
+
+    def __enter__(self) -> _Body:
+        self.handle = self.path.open("rb")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        assert self.handle is not None
+        self.handle.close()
+
+    def __len__(self) -> int:
+        return self.size
+
+    def read(self, n: int = -1) -> bytes:
+        assert self.handle is not None
+        data = self.handle.read(n)
+        self.advance(len(data))
+        return data
+
+
+def _challenge(header: str) -> tuple[str, dict[str, str]]:
+    scheme, _, rest = header.strip().partition(" ")
+    params = dict(re.findall(r'(\w+)="([^"]*)"', rest))
+    return scheme.lower(), params
+
+
+class Client:
+    """One registry, with the credentials and tokens of one run."""
+
+    def __init__(
+        self,
+        registry: Registry,
+        retries: int = 5,
+        backoff: float = 1.0,
+        timeout: float = 60.0,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        self.registry = registry
+        self.retries, self.backoff, self.timeout = retries, backoff, timeout
+        self.env = env
+        self.session = requests.Session()
+        self.session.headers["User-Agent"] = f"kmi/{__version__}"
+        self.session.mount("http://", _BigWrites())
+        self.session.mount("https://", _BigWrites())
+        self._auth: dict[str, str] = {}  # repository -> Authorization header value
+        self._credentials: dict[str, Credentials | None] = {}
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    def url(self, repository: str, tail: str) -> str:
+        return f"{self.registry.scheme}://{self.registry.host}/v2/{repository}/{tail}"
+
+    def _credentials_for(self, repository: str) -> Credentials | None:
+        if repository not in self._credentials:
+            self._credentials[repository] = find_credentials(
+                self.registry.host, repository, self.env
+            )
+        return self._credentials[repository]
+
+    def _login(self, repository: str, response: requests.Response) -> None:
+        """Answer a 401: Basic with the credentials, or fetch a Bearer token for the scope."""
+        header = response.headers.get("WWW-Authenticate", "")
+        scheme, params = _challenge(header)
+        creds = self._credentials_for(repository)
+        where = f"{self.registry.host}/{repository}"
+        if scheme == "basic":
+            if creds is None:
+                raise KmiError(
+                    f"{where}: the registry wants a login; set KMI_REGISTRY_USER and "
+                    "KMI_REGISTRY_PASSWORD or log in with podman/skopeo/docker login"
+                )
+            self._auth[repository] = "Basic " + _basic(creds)
+            return
+        if scheme != "bearer" or "realm" not in params:
+            raise KmiError(f"{where}: unsupported authentication challenge {scheme!r}")
+        self._auth[repository] = "Bearer " + self._token(repository, params, creds)
+
+    def _token(self, repository: str, params: dict[str, str], creds: Credentials | None) -> str:
+        query = {
+            "service": params.get("service", ""),
+            "scope": f"repository:{repository}:pull,push",
+        }
+        headers = {"Authorization": "Basic " + _basic(creds)} if creds else {}
+        realm = params["realm"]
+
+        def attempt() -> str:
+            try:
+                response = self.session.get(
+                    f"{realm}?{urlencode(query)}", headers=headers, timeout=self.timeout
+                )
+            except (requests.ConnectionError, requests.Timeout) as err:
+                raise Transient(f"token request failed ({type(err).__name__})") from None
+            if response.status_code in TRANSIENT_STATUS:
+                raise Transient(f"HTTP {response.status_code}", retry_after(response))
+            if response.status_code in (401, 403):
+                who = f"as {creds}" if creds else "anonymously"
+                raise KmiError(
+                    f"{self.registry.host}: the token service refused push to {repository} "
+                    f"{who} (HTTP {response.status_code}); check the credentials"
+                )
+            try:
+                data = response.json()
+                return str(data.get("token") or data["access_token"])
+            except (ValueError, KeyError):
+                raise KmiError(f"{realm}: the token service answered without a token") from None
+
+        token: str = retrying(f"token for {repository}", attempt, self.retries, self.backoff)
+        return token
+
+    def request(
+        self,
+        method: str,
+        repository: str,
+        url: str,
+        ok: tuple[int, ...],
+        headers: Mapping[str, str] | None = None,
+        body: Callable[[], Any] | None = None,
+    ) -> requests.Response:
+        """One API call with auth, retries on transient failures, and `ok` statuses only."""
+        what = f"{method} {url.split('?', 1)[0]}"
+        result: requests.Response = retrying(
+            what,
+            lambda: self._attempt(method, repository, url, ok, headers, body),
+            self.retries,
+            self.backoff,
+        )
+        return result
+
+    def _attempt(
+        self,
+        method: str,
+        repository: str,
+        url: str,
+        ok: tuple[int, ...],
+        headers: Mapping[str, str] | None = None,
+        body: Callable[[], Any] | None = None,
+    ) -> requests.Response:
+        """One try: a transient failure raises Transient for the caller's retry loop."""
+        for _ in range(2):  # the second try carries the credentials a 401 asked for
+            sent = dict(headers or {})
+            if repository in self._auth:
+                sent["Authorization"] = self._auth[repository]
+            response = self._send(method, url, sent, body)
+            if response.status_code != 401:
+                break
+            self._login(repository, response)
+        if response.status_code in ok:
+            return response
+        if response.status_code in TRANSIENT_STATUS:
+            raise Transient(f"HTTP {response.status_code}", retry_after(response))
+        what = f"{method} {url.split('?', 1)[0]}"
+        raise TransferError(
+            f"{what}: HTTP {response.status_code}{_detail(response)}", response.status_code
+        )
+
+    def _send(
+        self,
+        method: str,
+        url: str,
+        headers: dict[str, str],
+        body: Callable[[], Any] | None,
+    ) -> requests.Response:
+        try:
+            if body is None:
+                return self.session.request(
+                    method, url, headers=headers, timeout=self.timeout, allow_redirects=True
+                )
+            with body() as data:
+                return self.session.request(
+                    method, url, headers=headers, data=data, timeout=self.timeout
+                )
+        except requests.exceptions.SSLError as err:
+            raise KmiError(
+                f"{url}: TLS failed ({err.__class__.__name__}); for a registry without TLS "
+                "set KMI_REGISTRY_INSECURE=1"
+            ) from None
+        except (requests.ConnectionError, requests.Timeout) as err:
+            raise Transient(f"connection failed ({type(err).__name__})") from None
+
+    # -- the API ----------------------------------------------------------------------------
+
+    def manifest_digest(self, repository: str, reference: str) -> str | None:
+        """What a tag (or digest) points at now, or None when the registry lacks it."""
+        url = self.url(repository, f"manifests/{reference}")
+        response = self.request("HEAD", repository, url, (200, 404), {"Accept": ACCEPT})
+        if response.status_code == 404:
+            return None
+        digest = response.headers.get("Docker-Content-Digest")
+        if digest:
+            return digest
+        got = self.request("GET", repository, url, (200,), {"Accept": ACCEPT})
+        return "sha256:" + hashlib.sha256(got.content).hexdigest()
+
+    def has_blob(self, repository: str, digest: str) -> bool:
+        url = self.url(repository, f"blobs/{digest}")
+        return self.request("HEAD", repository, url, (200, 404)).status_code == 200
+
+    def mount(self, repository: str, digest: str, source: str) -> bool:
+        """Ask the registry to link a blob it holds in `source`; True when it did."""
+        query = urlencode({"mount": digest, "from": source})
+        url = self.url(repository, f"blobs/uploads/?{query}")
+        response = self.request("POST", repository, url, (201, 202))
+        if response.status_code == 202:
+            self._cancel(repository, response)
+        return response.status_code == 201
+
+    def _cancel(self, repository: str, response: requests.Response) -> None:
+        location = response.headers.get("Location")
+        if location:
+            url = urljoin(response.url, location)
+            self.request("DELETE", repository, url, (202, 204, 404))
+
+    def upload(
+        self, repository: str, digest: str, path: Path, advance: Callable[[int], None]
+    ) -> int:
+        """Upload one blob (POST, then one PUT with the whole body); returns bytes sent."""
+        size = path.stat().st_size
+        sent = 0
+
+        def counted(n: int) -> None:
+            nonlocal sent
+            sent += n
+            advance(n)
+
+        def attempt() -> None:
+            # a failed upload session cannot be trusted: every try starts a new one
+            start = self._attempt(
+                "POST", repository, self.url(repository, "blobs/uploads/"), (202,)
+            )
+            location = start.headers.get("Location")
+            if not location:
+                raise TransferError(f"{self.registry.host}: upload started without a Location")
+            url = urljoin(start.url, location)
+            url += ("&" if "?" in url else "?") + urlencode({"digest": digest})
+            headers = {"Content-Type": "application/octet-stream", "Content-Length": str(size)}
+            self._attempt("PUT", repository, url, (201,), headers, lambda: _Body(path, counted))
+
+        retrying(f"upload of {digest[:19]} to {repository}", attempt, self.retries, self.backoff)
+        return sent
+
+    def put_manifest(self, repository: str, reference: str, data: bytes, media_type: str) -> None:
+        url = self.url(repository, f"manifests/{reference}")
+        headers = {"Content-Type": media_type}
+        self.request("PUT", repository, url, (201,), headers, lambda: nullcontext(data))
+
+
+def _basic(creds: Credentials | None) -> str:
+    assert creds is not None
+    return base64.b64encode(f"{creds.username}:{creds.secret}".encode()).decode()
+
+
+def _detail(response: requests.Response) -> str:
+    """The registry's own error code and message, never headers (they may hold tokens)."""
+    try:
+        errors = response.json().get("errors") or []
+        first = errors[0]
+        return f" ({first.get('code', '')}: {first.get('message', '')})"
+    except (ValueError, AttributeError, IndexError, TypeError):
+        return ""
+
+
+def wait_until_up(client: Client, deadline: float) -> None:
+    """Poll `/v2/` until the registry answers (for registries the tests start)."""
+    url = f"{client.registry.scheme}://{client.registry.host}/v2/"
+    while True:
+        try:
+            requests.get(url, timeout=2)
+            return
+        except requests.ConnectionError:
+            if time.monotonic() > deadline:
+                raise KmiError(f"{url}: the registry did not start") from None
+            time.sleep(0.1)

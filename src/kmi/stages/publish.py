@@ -1,0 +1,183 @@
+"""publish:I — push an image index and its manifests and blobs, then move its tags.
+
+Order is what makes a failure harmless: blobs (HEAD first; mounted from another repository
+of the registry when one is known to hold them; uploaded otherwise), then each manifest by
+digest, then the index by digest, and only then the tags. A run cut anywhere leaves every
+tag where it was, pointing at a whole image; the next run sends only what is missing.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kmi import oci
+from kmi.errors import KmiError
+from kmi.progress import Progress, human
+from kmi.registry import Client
+
+TAG_CHARS = re.compile(r"[^A-Za-z0-9_.-]")
+
+
+def tag_of(text: str) -> str:
+    """A valid tag from any text: other characters become '-', at most 128 characters."""
+    tag = TAG_CHARS.sub("-", text).lstrip(".-")[:128]
+    if not tag:
+        raise KmiError(f"cannot make a tag from {text!r}")
+    return tag
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What to publish for one image."""
+
+    image: str  # <flavor>-<version>
+    repository: str  # the repository path in the registry, e.g. containerdisks/fedora
+    layout: Path  # the image's OCI layout (its index)
+    tags: tuple[str, ...]  # tags moved to every new build: <version>, maybe latest
+    immutable: str  # set once for this build and never moved: <version>-<release>
+
+
+@dataclass
+class Outcome:
+    """One image's line in the summary and in results.json."""
+
+    image: str
+    reference: str
+    digest: str = ""
+    tags: list[str] = field(default_factory=list)
+    status: str = "failed"  # pushed, unchanged, dry-run or failed
+    bytes_sent: int = 0
+    blobs_sent: int = 0
+    blobs_present: int = 0
+    blobs_mounted: int = 0
+    seconds: float = 0.0
+    error: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _contents(
+    layout: Path,
+) -> tuple[oci.Descriptor, list[tuple[oci.Descriptor, list[oci.Descriptor]]]]:
+    """The index, and each manifest with its blobs, from the image layout."""
+    index = oci.top(layout)
+    data = oci.read_json(layout, index.digest)
+    manifests = []
+    for entry in data["manifests"]:
+        manifest = oci.Descriptor.from_json(entry)
+        manifests.append((manifest, oci.blobs_of(layout, manifest)))
+    return index, manifests
+
+
+def blob_digests(layout: Path) -> set[str]:
+    """Every blob the image's manifests refer to (what another repository could mount)."""
+    _, manifests = _contents(layout)
+    return {b.digest for _, blobs in manifests for b in blobs}
+
+
+def dry_run(plan: Plan, registry: str, say: Callable[[str], None]) -> Outcome:
+    """What would be pushed, without a registry."""
+    index, manifests = _contents(plan.layout)
+    size = sum(b.size for _, blobs in manifests for b in blobs)
+    tags = [*plan.tags, plan.immutable]
+    say(
+        f"{plan.image}: dry run (no registry given: set KMI_REGISTRY or pass registry=HOST/PATH)"
+        f"; would push {index.digest[:19]}… ({len(manifests)} arch(es), {human(size)} of "
+        f"blobs, less what the registry has) as {registry}/{plan.repository}:"
+        f"{{{','.join(tags)}}}"
+    )
+    return Outcome(plan.image, f"{registry}/{plan.repository}", index.digest, tags, "dry-run")
+
+
+class _Pusher:
+    def __init__(
+        self,
+        client: Client,
+        plan: Plan,
+        known: Mapping[str, str],
+        say: Callable[[str], None],
+        progress: str,
+    ) -> None:
+        self.client, self.plan, self.known, self.say = client, plan, known, say
+        self.progress = progress
+        self.repo = plan.repository
+        self.outcome = Outcome(plan.image, f"{client.registry.host}/{plan.repository}")
+
+    def blob(self, desc: oci.Descriptor) -> None:
+        if self.client.has_blob(self.repo, desc.digest):
+            self.outcome.blobs_present += 1
+            return
+        source = self.known.get(desc.digest)
+        if source and source != self.repo and self.client.mount(self.repo, desc.digest, source):
+            self.outcome.blobs_mounted += 1
+            return
+        meter = Progress(f"{self.plan.image}: push {desc.digest[7:19]}", desc.size, self.progress)
+        sent = self.client.upload(
+            self.repo, desc.digest, oci.blob_path(self.plan.layout, desc.digest), meter.advance
+        )
+        if desc.size > 1 << 20:
+            meter.finish()
+        self.outcome.blobs_sent += 1
+        self.outcome.bytes_sent += sent
+
+    def manifest(self, desc: oci.Descriptor, reference: str) -> None:
+        data = oci.blob_path(self.plan.layout, desc.digest).read_bytes()
+        self.client.put_manifest(self.repo, reference, data, desc.media_type)
+        self.outcome.bytes_sent += len(data)
+
+
+def publish(
+    client: Client,
+    plan: Plan,
+    known: Mapping[str, str],
+    say: Callable[[str], None],
+    progress: str = "auto",
+) -> Outcome:
+    """Push `plan` to the registry of `client`; `known` maps blob digests to repositories of
+    the same registry that hold them (for mounts). Raises KmiError on failure."""
+    started = time.monotonic()
+    index, manifests = _contents(plan.layout)
+    pusher = _Pusher(client, plan, known, say, progress)
+    out = pusher.outcome
+    out.digest = index.digest
+    tags = _choose_tags(client, plan, index.digest, say)
+    out.tags = [*plan.tags, tags[-1]] if tags else [*plan.tags, plan.immutable]
+    remote = {t: client.manifest_digest(pusher.repo, t) for t in out.tags}
+    if all(d == index.digest for d in remote.values()):
+        out.status, out.seconds = "unchanged", time.monotonic() - started
+        say(f"{plan.image}: unchanged at {out.reference} ({index.digest[:19]}…), nothing sent")
+        return out
+    if client.manifest_digest(pusher.repo, index.digest) != index.digest:
+        for manifest, blobs in manifests:
+            for blob in blobs:
+                pusher.blob(blob)
+            pusher.manifest(manifest, manifest.digest)
+        pusher.manifest(index, index.digest)
+    for tag in out.tags:
+        if remote[tag] != index.digest:
+            pusher.manifest(index, tag)
+    out.status, out.seconds = "pushed", time.monotonic() - started
+    say(
+        f"{plan.image}: pushed {index.digest[:19]}… to {out.reference}:{{{','.join(out.tags)}}}"
+        f" — {human(out.bytes_sent)} sent, {out.blobs_sent} blob(s) uploaded, "
+        f"{out.blobs_present} already there, {out.blobs_mounted} mounted"
+    )
+    return out
+
+
+def _choose_tags(client: Client, plan: Plan, digest: str, say: Callable[[str], None]) -> list[str]:
+    """The immutable tag for this build: `<version>-<release>`, unless the registry already
+    has it for another build (the recipe changed, upstream did not): then it gets the
+    index digest's first 12 hex digits appended, and the old tag stays where it is."""
+    current = client.manifest_digest(plan.repository, plan.immutable)
+    if current is None or current == digest:
+        return [plan.immutable]
+    suffixed = tag_of(f"{plan.immutable}-{digest[7:19]}")
+    say(f"{plan.image}: {plan.immutable} already names another build; tagging {suffixed}")
+    return [suffixed]
