@@ -8,9 +8,11 @@ cd "$(dirname "$0")/.."
 # qemu-utils (qemu-img) and libguestfs-tools (virt-customize, virt-sysprep, virt-sparsify)
 # with a kernel for the libguestfs appliance (linux-image-amd64 on amd64 hosts); qemu-system
 # for the KVM probe; debootstrap, apt-utils, extlinux and syslinux-common build the offline
-# fixture image; git.
+# fixture image; docker-registry (a registry on loopback for the demo and tests), skopeo
+# and umoci (independent clients the tests check published images with), zstd (opt-in zstd
+# layers); git.
 SYSTEM_PACKAGES=(gnupg xz-utils ca-certificates git qemu-utils libguestfs-tools debootstrap
-                 apt-utils extlinux syslinux-common)
+                 apt-utils extlinux syslinux-common docker-registry skopeo umoci zstd)
 case "$(dpkg --print-architecture)" in
     amd64) SYSTEM_PACKAGES+=(linux-image-amd64 qemu-system-x86) ;;
     arm64) SYSTEM_PACKAGES+=(linux-image-arm64 qemu-system-arm) ;;

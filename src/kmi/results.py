@@ -1,6 +1,6 @@
-"""build/results.json: what the last run published, one entry per image, and the summary
-table printed at its end. Tasks of one run (also parallel ones) add their entries under a
-file lock; the first entry of a new run starts the file over."""
+"""build/results.json: the latest publish outcome of every image, and the summary table
+printed at the end of a run (of that run's entries only). Tasks, also parallel ones, add
+their entries under a file lock; each entry names the run that wrote it."""
 
 from __future__ import annotations
 
@@ -27,20 +27,22 @@ def record(path: Path, run: str, entry: Mapping[str, Any]) -> None:
     """Add or replace one image's entry for run `run`."""
     with exclusive(path.with_name(f".{path.name}.guard")):
         data = read_results(path)
-        if data.get("run") != run:
-            data = {"run": run, "images": {}}
-        data["images"][entry["image"]] = dict(entry)
+        found = data.get("images")
+        images: dict[str, Any] = found if isinstance(found, dict) else {}
+        images[entry["image"]] = {**entry, "run": run}
+        data = {"run": run, "images": images}
         write_if_changed(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
 def summary(path: Path, run: str) -> str:
     """The table of this run's entries, or '' when the run published nothing."""
     data = read_results(path)
-    if data.get("run") != run or not data.get("images"):
+    mine = {k: v for k, v in (data.get("images") or {}).items() if v.get("run") == run}
+    if not mine:
         return ""
     rows = [COLUMNS]
-    for name in sorted(data["images"]):
-        e = data["images"][name]
+    for name in sorted(mine):
+        e = mine[name]
         detail = e.get("error") or ", ".join(e.get("tags", []))
         digest = e.get("digest", "")[:19]
         rows.append((name, e.get("status", ""), digest, human(e.get("bytes_sent", 0)), detail))

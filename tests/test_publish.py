@@ -1,0 +1,261 @@
+"""build, manifest and publish through doit, against Debian's docker-registry on loopback
+behind a recording proxy; images are read back with skopeo and umoci.
+
+The final disks here are small qcow2 files restored into the build folder with their
+receipts, as a build folder restored from a CI cache would be, so that doit finds sysprep
+and sparsify done; the libguestfs stages have their own tests (test_sysprep_real.py,
+which also publishes the real fixture)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from kmi.demo import fixture as fixture_image
+from kmi.demo.registry import RegistryServer
+from kmi.demo.server import MirrorServer
+from kmi.demo.upstreams import SigningKey, Upstreams, environment, pin_key
+from tests.conftest import REPO, Project
+from tests.registry_proxy import RegistryProxy
+from tests.test_containerdisk import make_disk, run
+
+TARGETS = ("fixture-12-amd64", "twin-12-amd64")
+STEPS = ["publish:fixture-12", "publish:twin-12"]
+
+
+# writes the receipts a restored build folder carries: the keys computed by kmi itself
+RESTORE = """
+import sys
+from kmi.keys import write_receipt
+from kmi.tasks import CTX, _sparsify_key, _sysprep_key
+for name in sys.argv[1:]:
+    target = CTX.targets[name]
+    write_receipt(CTX.paths.receipt(name, "sysprep"), _sysprep_key(target), {})
+    write_receipt(CTX.paths.receipt(name, "sparsify"), _sparsify_key(target), {})
+"""
+
+
+def restore(env: dict[str, str], disk: Path) -> None:
+    """Put `disk` in place as its target's final disk, with current receipts."""
+    shutil.copyfile(disk, disk.with_name("sysprep.qcow2"))
+    target = disk.parent.name
+    done = subprocess.run(
+        [sys.executable, "-c", RESTORE, target], env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+
+
+@dataclass
+class Setup:
+    project: Project
+    proxy: RegistryProxy
+    registry: RegistryServer
+
+    @property
+    def build(self) -> Path:
+        return self.project.work / "build"
+
+    def results(self) -> dict[str, dict[str, object]]:
+        images: dict[str, dict[str, object]] = json.loads(
+            (self.build / "results.json").read_text()
+        )["images"]
+        return images
+
+    def ref(self, image: str, tag: str) -> str:
+        return f"docker://{self.proxy.host}/kmi/{image}:{tag}"
+
+
+@pytest.fixture
+def setup(
+    tmp_path: Path, gpg_key: SigningKey, mirror: MirrorServer, upstreams: Upstreams
+) -> Iterator[Setup]:
+    made = tmp_path / "made"
+    (made / "repo").mkdir(parents=True)
+    make_disk(made / "fixture.qcow2", "0x11")
+    fixture_image.publish(upstreams, made)
+    catalogue = pin_key(REPO / "distros", tmp_path / "distros", gpg_key)
+    flavor = fixture_image.add_flavor(catalogue, made, gpg_key)
+    twin = flavor.read_text().replace("name: fixture", "name: twin")
+    (catalogue / "twin.yaml").write_text(
+        twin.replace('version: "12"', 'version: "12"\n    latest: true')
+    )
+    registry = RegistryServer(tmp_path / "registry").start()
+    proxy = RegistryProxy(registry.host).start()
+    env = environment(
+        catalogue,
+        tmp_path,
+        mirror.url,
+        KMI_REGISTRY=f"{proxy.host}/kmi",
+        KMI_SOURCE_URL="https://example.invalid/kmi-catalogue",
+        KMI_HTTP_RETRIES="1",
+    )
+    project = Project(tmp_path, catalogue, env)
+    pinned = project.doit(*[f"checksum:{t}" for t in TARGETS])
+    assert pinned.code == 0, pinned.out
+    for n, target in enumerate(TARGETS):  # what sysprep and sparsify would have left
+        disk = make_disk(tmp_path / "build" / target / "disk.qcow2", f"0x{0x21 + n:x}")
+        restore(env, disk)
+    yield Setup(project, proxy, registry)
+    proxy.stop()
+    registry.stop()
+
+
+def skopeo_raw(reference: str) -> dict[str, object]:
+    out = run("skopeo", "inspect", "--raw", "--tls-verify=false", reference)
+    data: dict[str, object] = json.loads(out)
+    return data
+
+
+def test_publish_pushes_a_whole_image_and_the_second_run_sends_nothing(
+    setup: Setup, tmp_path: Path
+) -> None:
+    first = setup.project.doit(*STEPS)
+    assert first.code == 0, first.out
+    results = setup.results()
+    assert {r["status"] for r in results.values()} == {"pushed"}
+    assert results["twin-12"]["tags"] == ["12", "latest", "12-20260101"]
+    assert results["fixture-12"]["tags"] == ["12", "12-20260101"]
+    index = skopeo_raw(setup.ref("fixture", "12"))
+    assert index["mediaType"] == "application/vnd.oci.image.index.v1+json"
+    manifests = index["manifests"]
+    assert isinstance(manifests, list)
+    assert [m["platform"] for m in manifests] == [{"architecture": "amd64", "os": "linux"}]
+    assert index["annotations"]["org.opencontainers.image.source"] == (  # type: ignore[index]
+        "https://example.invalid/kmi-catalogue"
+    )
+    tags = json.loads(
+        run("skopeo", "list-tags", "--tls-verify=false", f"docker://{setup.proxy.host}/kmi/fixture")
+    )
+    assert sorted(tags["Tags"]) == ["12", "12-20260101"]
+    # pull it back and look inside
+    pulled = tmp_path / "pulled"
+    run(
+        "skopeo",
+        "copy",
+        "--quiet",
+        "--src-tls-verify=false",
+        setup.ref("fixture", "12"),
+        f"oci:{pulled}:x",
+    )
+    config = json.loads(run("skopeo", "inspect", "--config", f"oci:{pulled}:x"))
+    env = config["config"]["Env"]
+    assert "INSTANCETYPE_KUBEVIRT_IO_DEFAULT_INSTANCETYPE=u1.medium" in env
+    assert "INSTANCETYPE_KUBEVIRT_IO_DEFAULT_PREFERENCE=debian" in env
+    labels = config["config"]["Labels"]
+    assert labels["kmi.upstream.digest"].startswith("sha256:")
+    manifest = skopeo_raw(f"oci:{pulled}:x")
+    notes = manifest["annotations"]
+    assert isinstance(notes, dict)
+    for key in ("created", "version", "licenses", "url", "documentation", "title", "source"):
+        assert notes[f"org.opencontainers.image.{key}"], key
+    assert notes["kmi.upstream.url"].endswith("kmi-fixture-12-20260101-amd64.qcow2")
+    assert notes["org.opencontainers.image.created"] == config["created"]
+    bundle = tmp_path / "bundle"
+    rootless = [] if os.getuid() == 0 else ["--rootless"]
+    run("umoci", "unpack", *rootless, "--image", f"{pulled}:x", str(bundle))
+    final = setup.build / "fixture-12-amd64" / "disk.qcow2"
+    assert (bundle / "rootfs" / "disk" / "disk.img").read_bytes() == final.read_bytes()
+    # publish again: the tags already point at these digests, so no blob is sent
+    setup.proxy.reset()
+    again = setup.project.doit("publish:fixture-12", "publish:twin-12")
+    assert again.code == 0, again.out
+    assert again.ran() == {"publish:fixture-12", "publish:twin-12"}
+    assert {r["status"] for r in setup.results().values()} == {"unchanged"}
+    assert setup.proxy.blob_bytes() == 0 and setup.proxy.uploads() == 0
+    assert {s.method for s in setup.proxy.seen} == {"HEAD"}
+
+
+def test_one_failing_image_does_not_stop_the_other(setup: Setup) -> None:
+    setup.proxy.rules.fail = re.compile(r" /v2/kmi/twin/")
+    done = setup.project.doit(*STEPS)
+    assert done.code != 0
+    results = setup.results()
+    assert results["fixture-12"]["status"] == "pushed"
+    assert results["twin-12"]["status"] == "failed"
+    assert "HTTP 500" in str(results["twin-12"]["error"])
+    assert re.search(r"^FAILED publish:twin-12: .*HTTP 500", done.out, re.M), done.out
+    assert re.search(r"^fixture-12 +pushed +sha256:", done.out, re.M), done.out  # the table
+    skopeo_raw(setup.ref("fixture", "12"))
+
+
+def test_a_killed_publish_leaves_no_tag_and_the_rerun_completes(setup: Setup) -> None:
+    built = setup.project.doit("manifest:fixture-12", "manifest:twin-12")
+    assert built.code == 0, built.out
+    setup.proxy.rules.hold = re.compile(r"^PUT /v2/kmi/fixture/manifests/sha256:")
+    cmd = [sys.executable, "-m", "doit", "-f", str(REPO / "dodo.py"), "-d", str(setup.project.work)]
+    proc = subprocess.Popen(
+        [*cmd, "publish:fixture-12"],
+        env=setup.project.env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        assert setup.proxy.rules.held.wait(120), "the publish never reached its manifests"
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    sent_before = setup.proxy.blob_bytes()
+    assert sent_before > 0  # the blobs went up before the cut
+    head = subprocess.run(
+        ["skopeo", "inspect", "--raw", "--tls-verify=false", setup.ref("fixture", "12")],
+        capture_output=True,
+        text=True,
+    )
+    assert head.returncode != 0 and "manifest unknown" in head.stderr, head.stderr
+    setup.proxy.reset()
+    rerun = setup.project.doit("publish:fixture-12")
+    assert rerun.code == 0, rerun.out
+    assert setup.proxy.blob_bytes() == 0  # the blobs were there; only manifests went up
+    index = skopeo_raw(setup.ref("fixture", "12"))
+    receipt = json.loads((setup.build / "images" / "fixture-12" / "manifest.json").read_text())
+    assert (
+        run(
+            "skopeo",
+            "inspect",
+            "--tls-verify=false",
+            "--format",
+            "{{.Digest}}",
+            setup.ref("fixture", "12"),
+        ).strip()
+        == receipt["digest"]
+    )
+    assert index["mediaType"] == "application/vnd.oci.image.index.v1+json"
+
+
+def test_rebuilding_into_an_empty_build_folder_gives_identical_digests(setup: Setup) -> None:
+    first = setup.project.doit("manifest:fixture-12", "manifest:twin-12")
+    assert first.code == 0, first.out
+    receipt = setup.build / "images" / "fixture-12" / "manifest.json"
+    digest = json.loads(receipt.read_text())["digest"]
+    disk = setup.build / "fixture-12-amd64" / "disk.qcow2"
+    kept = setup.project.work / "kept.qcow2"
+    shutil.copyfile(disk, kept)
+    shutil.rmtree(setup.build)
+    disk.parent.mkdir(parents=True)
+    shutil.copyfile(kept, disk)
+    restore(setup.project.env, disk)
+    again = setup.project.doit("manifest:fixture-12")
+    assert again.code == 0, again.out
+    assert json.loads(receipt.read_text())["digest"] == digest
+
+
+def test_without_a_registry_publish_is_a_dry_run(setup: Setup) -> None:
+    env = dict(setup.project.env)
+    del env["KMI_REGISTRY"]
+    setup.project = Project(setup.project.work, setup.project.catalogue, env)
+    done = setup.project.doit("publish:fixture-12")
+    assert done.code == 0, done.out
+    assert "fixture-12: dry run (no registry given" in done.out
+    assert setup.proxy.seen == []
+    assert setup.results()["fixture-12"]["status"] == "dry-run"
