@@ -6,6 +6,7 @@ One build is shared by the module; it takes a few minutes under TCG."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -171,3 +172,41 @@ def test_second_run_does_nothing_and_a_package_change_reruns_only_its_targets(
     _, packages = inspect(built.project.work / "build" / TARGET / "disk.qcow2", tmp_path)
     assert packages["tree"] == "install ok installed"
     assert packages["qemu-guest-agent"] == "install ok installed"
+
+
+def test_the_real_disk_is_published_and_reads_back_byte_for_byte(
+    built: Built, tmp_path: Path
+) -> None:
+    from kmi.demo.registry import RegistryServer
+
+    registry = RegistryServer(tmp_path / "registry").start()
+    try:
+        where = f"{registry.host}/kmi"
+        done = built.project.doit("publish:fixture-12", KMI_REGISTRY=where)
+        assert done.code == 0, done.out
+        assert "publish:fixture-12" in done.ran()
+        reference = f"docker://{where}/fixture:12"
+        pulled = tmp_path / "pulled"
+        copy = ["skopeo", "copy", "--quiet", "--src-tls-verify=false", reference]
+        assert subprocess.run([*copy, f"oci:{pulled}:x"], capture_output=True).returncode == 0
+        bundle = tmp_path / "bundle"
+        unpack = ["umoci", "unpack", "--image", f"{pulled}:x", str(bundle)]
+        if os.getuid() != 0:
+            unpack.insert(2, "--rootless")
+        assert subprocess.run(unpack, capture_output=True).returncode == 0
+        final = built.project.work / "build" / TARGET / "disk.qcow2"
+        inside = bundle / "rootfs" / "disk" / "disk.img"
+        assert inside.stat().st_size == final.stat().st_size
+        assert _sha256(inside) == _sha256(final)
+    finally:
+        registry.stop()
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    from kmi.files import feed
+
+    hasher = hashlib.sha256()
+    feed(hasher, path)
+    return hasher.hexdigest()
