@@ -139,7 +139,7 @@ def main() -> None:
         finally:
             registry.stop()
         rows = compressions(disk, tmp / "layers")
-    size = disk.stat().st_size if disk.exists() else 0
+        size = disk.stat().st_size
     print(f"disk: {args.size_mib} MiB of random data as qcow2 ({size / 2**20:.0f} MiB)\n")
     print("| containerize + push to a loopback registry | median wall time |")
     print("| --- | --- |")
