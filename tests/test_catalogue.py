@@ -93,7 +93,7 @@ def test_every_problem_reported_at_once_with_paths(tmp_path: Path) -> None:
     )
     assert problems(tmp_path) == [
         "demo.yaml: .tier: expected one of 'planned', 'preview', 'proposed', 'stable', got 'gold'",
-        "demo.yaml: .versions[0].colour: unknown key (known keys: arches, name, version)",
+        "demo.yaml: .versions[0].colour: unknown key (known keys: arches, latest, name, version)",
         "demo.yaml: .versions[0].version: expected a string, got 1 (quote it: '1')",
         "demo.yaml: .upstream.arches.riscv: expected one of 'amd64', 'arm64', 's390x', got 'riscv'",
         "demo.yaml: .upstream.checksum.format: expected one of 'bsd', 'gnu', 'single', "

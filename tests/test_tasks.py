@@ -27,6 +27,8 @@ def test_list_shows_families_and_every_target(project: Project) -> None:
         "checksum",
         "discover",
         "download",
+        "manifest",
+        "publish",
         "sparsify",
         "sysprep",
     ]
@@ -45,6 +47,7 @@ def test_list_shows_families_and_every_target(project: Project) -> None:
             assert f"download:{flavor}-{arch} " in every
             assert f"checksum:{flavor}-{arch} " in every
     assert "download:archlinux-rolling-amd64 " in every
+    assert "manifest:fedora-42 " in every and "publish:fedora-42 " in every
 
 
 def test_build_then_a_second_run_does_nothing(
