@@ -168,7 +168,7 @@ def test_second_run_does_nothing_and_a_package_change_reruns_only_its_targets(
     )
     changed = built.project.doit(f"build:{TARGET}", "checksum:debian-12-amd64")
     assert changed.code == 0, changed.out
-    assert changed.ran() == {f"sysprep:{TARGET}", f"sparsify:{TARGET}"}
+    assert changed.ran() == {f"sysprep:{TARGET}", f"sparsify:{TARGET}", f"build:{TARGET}"}
     _, packages = inspect(built.project.work / "build" / TARGET / "disk.qcow2", tmp_path)
     assert packages["tree"] == "install ok installed"
     assert packages["qemu-guest-agent"] == "install ok installed"
