@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import IO, Any, Literal
 
 from kmi.errors import KmiError
+from kmi.files import feed
 
 MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 INDEX = "application/vnd.oci.image.index.v1+json"
@@ -228,8 +229,6 @@ def write_layer(
         sink = _Hashing(raw)
         if compression == "zstd":
             _zstd(disk, mtime, raw, diff, advance)
-            raw.flush()
-            sink = _rehash(tmp)
         else:
             codec: _StoredGzip | _Deflate | _Plain = (
                 _StoredGzip(sink)
@@ -243,6 +242,8 @@ def write_layer(
                 codec.write(piece)
                 advance(len(piece))
             codec.close()
+    if compression == "zstd":  # zstd wrote the file itself: hash what it wrote
+        sink.size = feed(sink.hash, tmp)
     digest = "sha256:" + sink.hash.hexdigest()
     os.replace(tmp, blobs / digest.split(":", 1)[1])
     desc = Descriptor(LAYER_TYPES[compression], digest, sink.size)
@@ -268,16 +269,6 @@ def _zstd(
         code = proc.wait()
     if code != 0:
         raise KmiError(f"zstd failed with exit code {code} while packing {disk}")
-
-
-def _rehash(path: Path) -> _Hashing:
-    hashed = _Hashing(open(os.devnull, "wb"))  # noqa: SIM115 - closed below
-    with path.open("rb") as src:
-        while block := src.read(CHUNK):
-            hashed.hash.update(block)
-            hashed.size += len(block)
-    hashed.out.close()
-    return hashed
 
 
 # --- configs, manifests, layouts -----------------------------------------------------------

@@ -13,7 +13,6 @@ import base64
 import hashlib
 import ipaddress
 import re
-import time
 from collections.abc import Callable, Mapping
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -358,16 +357,3 @@ def _detail(response: requests.Response) -> str:
         return f" ({first.get('code', '')}: {first.get('message', '')})"
     except (ValueError, AttributeError, IndexError, TypeError):
         return ""
-
-
-def wait_until_up(client: Client, deadline: float) -> None:
-    """Poll `/v2/` until the registry answers (for registries the tests start)."""
-    url = f"{client.registry.scheme}://{client.registry.host}/v2/"
-    while True:
-        try:
-            requests.get(url, timeout=2)
-            return
-        except requests.ConnectionError:
-            if time.monotonic() > deadline:
-                raise KmiError(f"{url}: the registry did not start") from None
-            time.sleep(0.1)

@@ -101,10 +101,9 @@ class _Pusher:
         client: Client,
         plan: Plan,
         known: Mapping[str, str],
-        say: Callable[[str], None],
         progress: str,
     ) -> None:
-        self.client, self.plan, self.known, self.say = client, plan, known, say
+        self.client, self.plan, self.known = client, plan, known
         self.progress = progress
         self.repo = plan.repository
         self.outcome = Outcome(plan.image, f"{client.registry.host}/{plan.repository}")
@@ -143,11 +142,10 @@ def publish(
     the same registry that hold them (for mounts). Raises KmiError on failure."""
     started = time.monotonic()
     index, manifests = _contents(plan.layout)
-    pusher = _Pusher(client, plan, known, say, progress)
+    pusher = _Pusher(client, plan, known, progress)
     out = pusher.outcome
     out.digest = index.digest
-    tags = _choose_tags(client, plan, index.digest, say)
-    out.tags = [*plan.tags, tags[-1]] if tags else [*plan.tags, plan.immutable]
+    out.tags = [*plan.tags, _immutable_tag(client, plan, index.digest, say)]
     remote = {t: client.manifest_digest(pusher.repo, t) for t in out.tags}
     if all(d == index.digest for d in remote.values()):
         out.status, out.seconds = "unchanged", time.monotonic() - started
@@ -171,13 +169,13 @@ def publish(
     return out
 
 
-def _choose_tags(client: Client, plan: Plan, digest: str, say: Callable[[str], None]) -> list[str]:
+def _immutable_tag(client: Client, plan: Plan, digest: str, say: Callable[[str], None]) -> str:
     """The immutable tag for this build: `<version>-<release>`, unless the registry already
     has it for another build (the recipe changed, upstream did not): then it gets the
     index digest's first 12 hex digits appended, and the old tag stays where it is."""
     current = client.manifest_digest(plan.repository, plan.immutable)
     if current is None or current == digest:
-        return [plan.immutable]
+        return plan.immutable
     suffixed = tag_of(f"{plan.immutable}-{digest[7:19]}")
     say(f"{plan.image}: {plan.immutable} already names another build; tagging {suffixed}")
-    return [suffixed]
+    return suffixed
