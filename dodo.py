@@ -1,6 +1,6 @@
 """kmi: KubeVirt machine images as a doit task graph. `doit list` shows the task families."""
 
-from kmi.images import task_manifest, task_publish
+from kmi.images import task_docs, task_manifest, task_publish
 from kmi.tasks import (
     doit_config,
     task_build,
@@ -9,6 +9,7 @@ from kmi.tasks import (
     task_download,
     task_sparsify,
     task_sysprep,
+    task_test,
 )
 
 DOIT_CONFIG = doit_config()
@@ -18,9 +19,11 @@ __all__ = [
     "task_build",
     "task_checksum",
     "task_discover",
+    "task_docs",
     "task_download",
     "task_manifest",
     "task_publish",
     "task_sparsify",
     "task_sysprep",
+    "task_test",
 ]

@@ -43,7 +43,9 @@ in_root apt-get -qq install -y --no-install-recommends \
 echo "kmi-fixture" >"$root/etc/hostname"
 # ext3, not ext4: EXTLINUX cannot read ext4's 64bit layout.
 echo "LABEL=kmi-root / ext3 defaults 0 1" >"$root/etc/fstab"
-printf 'auto lo\niface lo inet loopback\n' >"$root/etc/network/interfaces"
+# cloud-init writes the NIC's DHCP stanza into interfaces.d/, as on Debian's cloud images
+printf 'source /etc/network/interfaces.d/*\nauto lo\niface lo inet loopback\n' \
+    >"$root/etc/network/interfaces"
 kernel=$(cd "$root/boot" && ls vmlinuz-* | tail -1)
 initrd=$(cd "$root/boot" && ls initrd.img-* | tail -1)
 mkdir -p "$root/boot/extlinux"
@@ -56,7 +58,9 @@ mkdir -p "$root/boot/extlinux"
     echo "  INITRD /boot/$initrd"
     echo "  APPEND root=LABEL=kmi-root ro console=tty0 console=ttyS0,115200n8"
 } >"$root/boot/extlinux/extlinux.conf"
-printf 'datasource_list: [ NoCloud, None ]\n' >"$root/etc/cloud/cloud.cfg.d/90-kmi-fixture.cfg"
+# C.UTF-8 needs no locales package: cloud-init's locale module succeeds, status is "done"
+printf 'datasource_list: [ NoCloud, None ]\nlocale: C.UTF-8\n' \
+    >"$root/etc/cloud/cloud.cfg.d/90-kmi-fixture.cfg"
 # A machine identity, as a careless image would carry: sysprep must remove it.
 systemd-machine-id-setup --root="$root" >/dev/null
 

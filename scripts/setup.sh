@@ -10,12 +10,15 @@ cd "$(dirname "$0")/.."
 # for the KVM probe; debootstrap, apt-utils, extlinux and syslinux-common build the offline
 # fixture image; docker-registry (a registry on loopback for the demo and tests), skopeo
 # and umoci (independent clients the tests check published images with), zstd (opt-in zstd
-# layers); git.
+# layers); git. Boot tests: qemu-system-x86 and qemu-system-arm with qemu-efi-aarch64 (UEFI
+# for arm64 guests, on any host), genisoimage (the cloud-init NoCloud seed), openssh-client
+# (the SSH check and its throw-away key).
 SYSTEM_PACKAGES=(gnupg xz-utils ca-certificates git qemu-utils libguestfs-tools debootstrap
-                 apt-utils extlinux syslinux-common docker-registry skopeo umoci zstd)
+                 apt-utils extlinux syslinux-common docker-registry skopeo umoci zstd
+                 qemu-system-x86 qemu-system-arm qemu-efi-aarch64 genisoimage openssh-client)
 case "$(dpkg --print-architecture)" in
-    amd64) SYSTEM_PACKAGES+=(linux-image-amd64 qemu-system-x86) ;;
-    arm64) SYSTEM_PACKAGES+=(linux-image-arm64 qemu-system-arm) ;;
+    amd64) SYSTEM_PACKAGES+=(linux-image-amd64) ;;
+    arm64) SYSTEM_PACKAGES+=(linux-image-arm64) ;;
 esac
 
 missing=()

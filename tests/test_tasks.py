@@ -26,11 +26,13 @@ def test_list_shows_families_and_every_target(project: Project) -> None:
         "build",
         "checksum",
         "discover",
+        "docs",
         "download",
         "manifest",
         "publish",
         "sparsify",
         "sysprep",
+        "test",
     ]
     every = project.doit("list", "--all").out
     for flavor in (
@@ -48,6 +50,8 @@ def test_list_shows_families_and_every_target(project: Project) -> None:
             assert f"checksum:{flavor}-{arch} " in every
     assert "download:archlinux-rolling-amd64 " in every
     assert "manifest:fedora-42 " in every and "publish:fedora-42 " in every
+    assert "test:fedora-42-arm64 " in every and "docs:fedora-42 " in every
+    assert "docs:release-chart " in every
 
 
 def test_build_then_a_second_run_does_nothing(

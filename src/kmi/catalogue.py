@@ -309,6 +309,25 @@ class ContainerDisk:
 
 
 @dataclass(frozen=True)
+class BootTest:
+    """The boot test (test:T) and whether publishing waits for it."""
+
+    os_id: str = field(
+        default="",
+        metadata=_doc(
+            "the ID of /etc/os-release the guest agent must report (default: the flavor name)"
+        ),
+    )
+    required: bool | None = field(
+        default=None,
+        metadata=_doc(
+            "publish only images whose boot test passed; default: yes, except for the tiers "
+            "in KMI_UNTESTED_TIERS (preview)"
+        ),
+    )
+
+
+@dataclass(frozen=True)
 class Flavor:
     """One catalogue file: a distribution line and everything needed to build it."""
 
@@ -324,6 +343,7 @@ class Flavor:
     track: Track | None = field(default=None, metadata=_doc("follow new versions upstream"))
     customize: Customize = field(default_factory=Customize, metadata=_doc("guest changes"))
     sysprep: Sysprep = field(default_factory=Sysprep, metadata=_doc("sysprep operations"))
+    test: BootTest = field(default_factory=BootTest, metadata=_doc("boot test and publish gate"))
     source: Path = field(default=Path(), metadata={"internal": True})
 
     def arches_of(self, version: Version) -> tuple[Arch, ...]:

@@ -1,18 +1,20 @@
-"""The doit glue of multi-arch images (I = <flavor>-<version>): manifest:I and publish:I."""
+"""The doit glue of multi-arch images (I = <flavor>-<version>): manifest:I, publish:I, docs:I."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
-from kmi import maintained, results
+from kmi import docs, maintained, results
 from kmi.accel import host_arch
-from kmi.catalogue import Target
+from kmi.catalogue import Flavor, Target
 from kmi.errors import KmiError
+from kmi.files import write_if_changed
 from kmi.keys import is_current, read_receipt, write_receipt
 from kmi.stages import containerdisk
 from kmi.stages import publish as publish_stage
 from kmi.stages.sysprep import skips_guest_steps
-from kmi.tasks import CTX, TaskDict, build_state, guarded
+from kmi.tasks import CTX, TaskDict, build_state, guarded, test_passed
 
 
 def images() -> dict[str, list[Target]]:
@@ -125,21 +127,52 @@ def registry_setting() -> str | None:
     return (given or "").strip() or CTX.settings.registry
 
 
-def plan_of(image: str, repository: str) -> publish_stage.Plan:
+def moving_tags(image: str) -> tuple[str, ...]:
+    """The tags every new build of the image moves: its version, and maybe `latest`."""
     targets = images()[image]
     flavor, version = targets[0].flavor, targets[0].version.version
-    receipt = read_receipt(CTX.paths.image_receipt(image, "manifest")) or {}
-    release = (receipt.get("annotations") or {}).get("org.opencontainers.image.version", version)
     tags = [version]
     if maintained.latest_version(flavor, CTX.lock()) == version:
         tags.append("latest")
+    return tuple(publish_stage.tag_of(t) for t in tags)
+
+
+def plan_of(image: str, repository: str) -> publish_stage.Plan:
+    version = images()[image][0].version.version
+    receipt = read_receipt(CTX.paths.image_receipt(image, "manifest")) or {}
+    release = (receipt.get("annotations") or {}).get("org.opencontainers.image.version", version)
     return publish_stage.Plan(
         image=image,
         repository=repository,
         layout=CTX.paths.image_layout(image),
-        tags=tuple(publish_stage.tag_of(t) for t in tags),
+        tags=moving_tags(image),
         immutable=publish_stage.tag_of(release),
     )
+
+
+def gated(flavor: Flavor) -> bool:
+    """Whether the flavor's images publish only after their boot tests passed."""
+    if flavor.test.required is not None:
+        return flavor.test.required
+    return flavor.tier not in CTX.settings.untested_tiers
+
+
+def check_gate(image: str) -> None:
+    """Refuse to publish an index holding a disk that has not passed its boot test."""
+    targets = images()[image]
+    flavor = targets[0].flavor
+    if not gated(flavor):
+        return
+    receipt = read_receipt(CTX.paths.image_receipt(image, "manifest")) or {}
+    indexed = set(receipt.get("arches") or [])
+    untested = [t.name for t in targets if str(t.arch) in indexed and not test_passed(t)]
+    if untested:
+        why = "test.required" if flavor.test.required else f"its tier, {flavor.tier}"
+        raise KmiError(
+            f"{image}: not published: {', '.join(untested)} has not passed its boot test, "
+            f"which {why} requires; run: doit test:{untested[0]} (or set test.required: "
+            f"false in {flavor.source})"
+        )
 
 
 def _known_blobs(host: str, image: str) -> dict[str, str]:
@@ -157,6 +190,7 @@ def _known_blobs(host: str, image: str) -> dict[str, str]:
 def run_publish(image: str) -> None:
     from kmi.registry import Client, Registry
 
+    check_gate(image)
     flavor = images()[image][0].flavor.name
     where = registry_setting()
     paths = CTX.paths
@@ -190,12 +224,78 @@ def _say(line: str) -> None:
 
 def task_publish() -> Iterator[TaskDict]:
     """Push each image to KMI_REGISTRY (or registry=...): blobs, manifests, index, tags."""
+    every = CTX.settings.index_arches == "all"
     for image, targets in images().items():
+        tests = [f"test:{t.name}" for t in targets if every or buildable_here(t)]
         yield {
             "name": image,
             "doc": f"{image} -> <registry>/{targets[0].flavor.name}:{targets[0].version.version}",
             "actions": [(guarded(run_publish), [image])],
-            "task_dep": [f"manifest:{image}"],
+            "task_dep": [f"manifest:{image}", *(tests if gated(targets[0].flavor) else [])],
             "uptodate": [False],  # the registry's state is checked on every run: a few HEADs
+            "verbosity": 2,
+        }
+
+
+# --- docs -------------------------------------------------------------------------------
+
+CHART = "release-chart"
+
+
+def docs_path(name: str) -> Path:
+    return CTX.settings.docs_dir / f"{name}.md"
+
+
+def repository_of(flavor: str) -> str:
+    """Where the docs say the image is: the publish registry, or a placeholder."""
+    from kmi.registry import Registry
+
+    where = registry_setting()
+    if where is None:
+        return f"<registry>/{flavor}"
+    registry = Registry.parse(where, CTX.settings.registry_insecure)
+    return f"{registry.host}/{registry.repository(flavor)}"
+
+
+def render_doc(name: str) -> str:
+    if name == CHART:
+        return docs.release_chart(CTX.catalogue, list(CTX.targets.values()))
+    targets = images()[name]
+    entries = {t.name: e for t in targets if (e := CTX.pinned(t)) is not None}
+    release = max((e.release for e in entries.values()), default="")
+    doc = docs.ImageDoc(
+        image=name,
+        flavor=targets[0].flavor,
+        targets=tuple(targets),
+        entries=entries,
+        repository=repository_of(targets[0].flavor.name),
+        tags=moving_tags(name),
+        immutable=publish_stage.tag_of(release) if release else "",
+    )
+    return docs.image_readme(doc)
+
+
+def docs_are_current(name: str) -> bool:
+    try:
+        return docs_path(name).read_text(encoding="utf-8") == render_doc(name)
+    except (OSError, KmiError):
+        return False
+
+
+def run_docs(name: str) -> None:
+    path = docs_path(name)
+    changed = write_if_changed(path, render_doc(name))
+    print(f"{name}: {'wrote' if changed else 'unchanged'} {path}", flush=True)
+
+
+def task_docs() -> Iterator[TaskDict]:
+    """Write each image's README ("try me" manifests) and the release chart (KMI_DOCS_DIR)."""
+    for name in [*images(), CHART]:
+        yield {
+            "name": name,
+            "doc": "flavor x tier x arch of the catalogue" if name == CHART else f"{name} README",
+            "actions": [(guarded(run_docs), [name])],
+            "targets": [str(docs_path(name))],
+            "uptodate": [(docs_are_current, [name])],
             "verbosity": 2,
         }

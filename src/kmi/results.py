@@ -1,6 +1,7 @@
-"""build/results.json: the latest publish outcome of every image, and the summary table
-printed at the end of a run (of that run's entries only). Tasks, also parallel ones, add
-their entries under a file lock; each entry names the run that wrote it."""
+"""build/results.json: the latest boot test of every target and publish outcome of every
+image, and the summary tables printed at the end of a run (of that run's entries only).
+Tasks, also parallel ones, add their entries under a file lock; each entry names the run
+that wrote it."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from kmi.files import exclusive, write_if_changed
 from kmi.progress import human
 
 COLUMNS = ("image", "status", "digest", "sent", "tags / error")
+CHECKS = ("boot", "cloud-init", "agent", "ssh")
+TEST_COLUMNS = ("target", "arch", "accel", "boot s", "total s", *CHECKS)
 
 
 def read_results(path: Path) -> dict[str, Any]:
@@ -23,32 +26,76 @@ def read_results(path: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def record(path: Path, run: str, entry: Mapping[str, Any]) -> None:
-    """Add or replace one image's entry for run `run`."""
+def record(path: Path, run: str, entry: Mapping[str, Any], section: str = "images") -> None:
+    """Add or replace one entry (an image's publish, or a target's test) for run `run`."""
+    name = entry["target"] if section == "tests" else entry["image"]
     with exclusive(path.with_name(f".{path.name}.guard")):
         data = read_results(path)
-        found = data.get("images")
-        images: dict[str, Any] = found if isinstance(found, dict) else {}
-        images[entry["image"]] = {**entry, "run": run}
-        data = {"run": run, "images": images}
+        found = data.get(section)
+        entries: dict[str, Any] = found if isinstance(found, dict) else {}
+        entries[name] = {**entry, "run": run}
+        data = {**data, "run": run, section: entries}
         write_if_changed(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
+def _table(rows: list[tuple[str, ...]]) -> list[str]:
+    """Columns padded to their widest cell; the last one is left ragged."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    return [
+        "  ".join(c.ljust(w) for c, w in zip(r[:-1], widths, strict=True)) + "  " + r[-1]
+        for r in rows
+    ]
+
+
+def _seconds(value: Any) -> str:
+    return f"{value:.0f}" if isinstance(value, int | float) else "-"
+
+
+def _mark(check: Mapping[str, Any] | None) -> str:
+    if not check or check.get("passed") is None:
+        return "-"
+    return "ok" if check["passed"] else "FAILED"
+
+
+def test_rows(entries: Mapping[str, Any]) -> list[tuple[str, ...]]:
+    """The test table: target, arch, accel, seconds to the first answer, total, each check."""
+    rows: list[tuple[str, ...]] = [TEST_COLUMNS]
+    for name in sorted(entries):
+        e = entries[name]
+        checks = e.get("checks") or {}
+        rows.append(
+            (
+                name,
+                e.get("arch", ""),
+                e.get("accel", ""),
+                _seconds(e.get("boot_seconds")),
+                _seconds(e.get("seconds")),
+                *(_mark(checks.get(c)) for c in CHECKS),
+            )
+        )
+    return rows
+
+
 def summary(path: Path, run: str) -> str:
-    """The table of this run's entries, or '' when the run published nothing."""
+    """The tables of this run's entries, or '' when the run tested and published nothing."""
     data = read_results(path)
+    tested = {k: v for k, v in (data.get("tests") or {}).items() if v.get("run") == run}
     mine = {k: v for k, v in (data.get("images") or {}).items() if v.get("run") == run}
-    if not mine:
+    lines = _table(test_rows(tested)) if tested else []
+    if lines and mine:
+        lines.append("")
+    if mine:
+        lines += _publish_lines(mine)
+    if not lines:
         return ""
-    rows = [COLUMNS]
+    return "\n".join(lines) + f"\n(written to {path})\n"
+
+
+def _publish_lines(mine: Mapping[str, Any]) -> list[str]:
+    rows: list[tuple[str, ...]] = [COLUMNS]
     for name in sorted(mine):
         e = mine[name]
         detail = e.get("error") or ", ".join(e.get("tags", []))
         digest = e.get("digest", "")[:19]
         rows.append((name, e.get("status", ""), digest, human(e.get("bytes_sent", 0)), detail))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(COLUMNS) - 1)]
-    lines = [
-        "  ".join(c.ljust(w) for c, w in zip(r[:-1], widths, strict=True)) + "  " + r[-1]
-        for r in rows
-    ]
-    return "\n".join(lines) + f"\n(written to {path})\n"
+    return _table(rows)

@@ -8,6 +8,9 @@ from pathlib import Path
 
 from kmi.errors import KmiError
 
+# Boot-test deadlines that hold under TCG on a small machine; KVM needs far less.
+DEFAULT_TEST_TIMEOUTS = (("amd64", 900.0), ("arm64", 1800.0), ("s390x", 1800.0))
+TIERS = ("planned", "preview", "proposed", "stable")
 TRUE_WORDS = {"1", "true", "yes", "on"}
 FALSE_WORDS = {"0", "false", "no", "off", ""}
 
@@ -32,6 +35,13 @@ class Settings:
     index_arches: str = "all"  # "all": an index needs every arch; "built": what was built
     source_url: str = ""  # org.opencontainers.image.source of published images
     source_date_epoch: str | None = None  # fixes `created` instead of the lock's `found`
+    test_timeouts: tuple[tuple[str, float], ...] = DEFAULT_TEST_TIMEOUTS  # per arch, seconds
+    test_memory: int = 2048  # MiB of guest memory for boot tests
+    untested_tiers: frozenset[str] = frozenset({"preview"})  # may publish without a boot test
+    docs_dir: Path = Path("docs/images")
+
+    def test_timeout(self, arch: str) -> float:
+        return dict(self.test_timeouts).get(arch, max(t for _, t in self.test_timeouts))
 
     @property
     def lock_file(self) -> Path:
@@ -58,6 +68,46 @@ def _number(env: dict[str, str], name: str, default: float) -> float:
     if value < 0:
         raise KmiError(f"{name}={raw!r}: expected a number >= 0")
     return value
+
+
+def _timeouts(env: dict[str, str]) -> tuple[tuple[str, float], ...]:
+    """KMI_TEST_TIMEOUT: one number of seconds for every arch, or arch=seconds pairs."""
+    raw = env.get("KMI_TEST_TIMEOUT", "").strip()
+    found = dict(DEFAULT_TEST_TIMEOUTS)
+    if not raw:
+        return DEFAULT_TEST_TIMEOUTS
+    hint = (
+        f"KMI_TEST_TIMEOUT={raw!r}: expected seconds (600) or arch=seconds pairs "
+        "(amd64=600,arm64=1800)"
+    )
+    try:
+        if "=" not in raw:
+            found = dict.fromkeys(found, float(raw))
+        else:
+            for pair in raw.split(","):
+                arch, _, seconds = pair.partition("=")
+                if arch.strip() not in found:
+                    raise KmiError(f"{hint}; unknown arch {arch.strip()!r}")
+                found[arch.strip()] = float(seconds)
+    except ValueError:
+        raise KmiError(hint) from None
+    if any(v <= 0 for v in found.values()):
+        raise KmiError(f"{hint}; every timeout must be above 0")
+    return tuple(found.items())
+
+
+def _tiers(env: dict[str, str]) -> frozenset[str]:
+    raw = env.get("KMI_UNTESTED_TIERS")
+    if raw is None:
+        return frozenset({"preview"})
+    tiers = frozenset(t.strip() for t in raw.split(",") if t.strip())
+    unknown = sorted(tiers - set(TIERS))
+    if unknown:
+        raise KmiError(
+            f"KMI_UNTESTED_TIERS={raw!r}: unknown tier {unknown[0]!r}; expected some of "
+            f"{', '.join(TIERS)} (comma-separated), or empty to gate every tier"
+        )
+    return tiers
 
 
 def load_settings(env: dict[str, str] | None = None, root: Path | None = None) -> Settings:
@@ -97,4 +147,8 @@ def load_settings(env: dict[str, str] | None = None, root: Path | None = None) -
         index_arches=index_arches,
         source_url=env.get("KMI_SOURCE_URL", "").strip(),
         source_date_epoch=env.get("SOURCE_DATE_EPOCH", "").strip() or None,
+        test_timeouts=_timeouts(env),
+        test_memory=int(_number(env, "KMI_TEST_MEMORY", 2048)),
+        untested_tiers=_tiers(env),
+        docs_dir=root / env.get("KMI_DOCS_DIR", "docs/images"),
     )

@@ -19,14 +19,14 @@ from typing import TYPE_CHECKING, Any, cast
 from doit.exceptions import InvalidDodoFile, TaskFailed, UnmetDependency
 from doit.reporter import ConsoleReporter
 
-from kmi import maintained, oci
+from kmi import maintained, oci, results
 from kmi.catalogue import Catalogue, Target, load_catalogue
 from kmi.errors import KmiError
 from kmi.keys import is_current, write_receipt
 from kmi.lock import Lock, LockEntry, read_lock
 from kmi.paths import Paths
 from kmi.settings import Settings, load_settings
-from kmi.stages import containerdisk
+from kmi.stages import boottest, containerdisk
 from kmi.stages import sparsify as sparsify_stage
 from kmi.stages import sysprep as sysprep_stage
 from kmi.stages.checksum import checksum_key, verify_cached
@@ -91,13 +91,25 @@ class Context:
         return {t.command: self.tool_versions[t.command] for t in stage_tools}
 
     @cached_property
-    def libguestfs_env(self) -> dict[str, str]:
-        """KVM or TCG for libguestfs, decided (and said) once per run."""
+    def host_accel(self) -> str:
+        """KVM or TCG for guests of this host's arch, decided (and said) once per run."""
         from kmi import accel
 
         chosen, why = accel.choose(self.settings.accel, self.paths.accel())
-        print(f"libguestfs acceleration: {chosen} ({why})", flush=True)
-        return accel.libguestfs_env(chosen)
+        print(f"acceleration: {chosen} ({why})", flush=True)
+        return chosen
+
+    def accel_for(self, arch: str) -> str:
+        """Guests of another arch always run under TCG."""
+        from kmi.accel import host_arch
+
+        return self.host_accel if arch == host_arch() else "tcg"
+
+    @cached_property
+    def libguestfs_env(self) -> dict[str, str]:
+        from kmi import accel
+
+        return accel.libguestfs_env(self.host_accel)
 
     @cached_property
     def targets(self) -> dict[str, Target]:
@@ -460,6 +472,58 @@ def run_build(name: str) -> None:
 def task_build() -> Iterator[TaskDict]:
     """Pack each final disk as its per-arch containerdisk (an OCI layout, no daemon)."""
     yield from _per_target("build", run_build, build_is_current, needs="sparsify")
+
+
+# --- test (the boot test) ----------------------------------------------------------------
+
+
+def _test_key(target: Target) -> str | None:
+    disk_key = _sparsify_key(target)
+    return None if disk_key is None else boottest.boot_test_key(target, disk_key)
+
+
+def test_is_current(name: str) -> bool:
+    key = _test_key(CTX.targets[name])
+    return _current(name, "test", key, CTX.paths.disk(name))
+
+
+def test_passed(target: Target) -> bool:
+    """Whether the target's current final disk passed its boot test."""
+    key = _test_key(target)
+    return key is not None and is_current(CTX.paths.receipt(target.name, "test"), key)
+
+
+def run_test(name: str) -> None:
+    target = CTX.targets[name]
+    key = _test_key(target)
+    disk = CTX.paths.disk(name)
+    if key is None or not disk.exists():
+        raise KmiError(f"{name}: no final disk; run: doit sparsify:{name}")
+    arch = str(target.arch)
+    options = boottest.Options(
+        CTX.accel_for(arch), CTX.settings.test_timeout(arch), CTX.settings.test_memory
+    )
+    logs = CTX.paths.log(name, "test").parent
+    report = boottest.boot_test(target, disk, logs, options, _say)
+    boottest.write_results(report, logs / "test-checks.json")
+    results.record(CTX.paths.results(), CTX.run_id, report.to_json(), "tests")
+    if report.failed is not None:
+        raise KmiError(boottest.failure_message(report, logs / "test-console.log"))
+    print(
+        f"{name}: passed boot, cloud-init, agent and ssh in {report.seconds:.0f} s "
+        f"({options.accel})",
+        flush=True,
+    )
+    write_receipt(CTX.paths.receipt(name, "test"), key, report.to_json())
+
+
+def _say(line: str) -> None:
+    print(line, flush=True)
+
+
+def task_test() -> Iterator[TaskDict]:
+    """Boot each final disk in QEMU: cloud-init, guest agent and SSH checks."""
+    yield from _per_target("test", run_test, test_is_current, needs="sparsify")
 
 
 # --- reporting --------------------------------------------------------------------------

@@ -63,6 +63,9 @@ sysprep:
 containerdisk:
   user: debian
   preference: debian
+test:
+  os_id: debian
+  required: true  # preview may publish untested; the demo and tests exercise the gate
 """
 
 
