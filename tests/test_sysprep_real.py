@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -172,6 +173,50 @@ def test_second_run_does_nothing_and_a_package_change_reruns_only_its_targets(
     _, packages = inspect(built.project.work / "build" / TARGET / "disk.qcow2", tmp_path)
     assert packages["tree"] == "install ok installed"
     assert packages["qemu-guest-agent"] == "install ok installed"
+
+
+def test_publish_waits_for_the_boot_test(built: Built) -> None:
+    """The fixture flavor sets test.required: publish refuses a disk not yet boot-tested
+    (run alone with -s, without the test task publish depends on)."""
+    assert built.project.doit("manifest:fixture-12").code == 0
+    refused = built.project.doit("-s", "publish:fixture-12")
+    assert refused.code == 1, refused.out
+    assert (
+        "FAILED publish:fixture-12: fixture-12: not published: fixture-12-amd64 has not passed "
+        "its boot test, which test.required requires; run: doit test:fixture-12-amd64"
+    ) in refused.out
+
+
+def test_the_final_disk_boots_to_every_check(built: Built) -> None:
+    disk = built.project.work / "build" / TARGET / "disk.qcow2"
+    before = _sha256(disk)
+    run = built.project.doit(f"test:{TARGET}")
+    assert run.code == 0, run.out
+    assert run.ran() == {f"test:{TARGET}"}
+    assert f"{TARGET}: passed boot, cloud-init, agent and ssh in " in run.out
+    results = json.loads((built.project.work / "build" / "results.json").read_text())
+    entry = results["tests"][TARGET]
+    assert entry["status"] == "passed" and entry["accel"] in ("kvm", "tcg")
+    assert {name: c["passed"] for name, c in entry["checks"].items()} == {
+        "boot": True,
+        "cloud-init": True,
+        "agent": True,
+        "ssh": True,
+    }
+    assert "Debian GNU/Linux 12 (bookworm)" in entry["checks"]["agent"]["detail"]
+    # the table: target, arch, accel, seconds, each check
+    header = next(line for line in run.out.splitlines() if line.startswith("target "))
+    columns = ["target", "arch", "accel", "up after", "took", "boot", "cloud-init", "agent", "ssh"]
+    assert re.split(r"\s{2,}", header.strip()) == columns
+    row = next(line for line in run.out.splitlines() if line.startswith(f"{TARGET} "))
+    assert row.split()[1:3] == ["amd64", entry["accel"]]
+    assert row.split()[-4:] == ["ok", "ok", "ok", "ok"]
+    logs = built.project.work / "build" / TARGET / "logs"
+    assert "Cloud-init v." in (logs / "test-console.log").read_text(errors="replace")
+    assert json.loads((logs / "test-checks.json").read_text())["status"] == "passed"
+    assert _sha256(disk) == before  # booted through a throw-away overlay
+    again = built.project.doit(f"test:{TARGET}")
+    assert again.code == 0 and again.ran() == set(), again.out
 
 
 def test_the_real_disk_is_published_and_reads_back_byte_for_byte(

@@ -15,7 +15,7 @@ from kmi.progress import human
 
 COLUMNS = ("image", "status", "digest", "sent", "tags / error")
 CHECKS = ("boot", "cloud-init", "agent", "ssh")
-TEST_COLUMNS = ("target", "arch", "accel", "boot s", "total s", *CHECKS)
+TEST_COLUMNS = ("target", "arch", "accel", "up after", "took", *CHECKS)
 
 
 def read_results(path: Path) -> dict[str, Any]:
@@ -48,7 +48,7 @@ def _table(rows: list[tuple[str, ...]]) -> list[str]:
 
 
 def _seconds(value: Any) -> str:
-    return f"{value:.0f}" if isinstance(value, int | float) else "-"
+    return f"{value:.0f} s" if isinstance(value, int | float) else "-"
 
 
 def _mark(check: Mapping[str, Any] | None) -> str:

@@ -9,8 +9,10 @@ target, then the same again to show that nothing reruns (the samples are synthet
 
 Part 2 takes a real, bootable Debian disk built offline (the fixture) through the whole
 pipeline, served by the mirror as an upstream: download, checksum, sysprep, sparsify, build,
-manifest, and publish to a registry started on loopback (Debian's docker-registry); then
-publishes again (nothing is sent) and reads the image back with skopeo.
+manifest, a boot test in QEMU (cloud-init, guest agent, SSH: the fixture's flavor requires it
+before publishing), and publish to a registry started on loopback (Debian's docker-registry);
+then publishes again (nothing is sent), reads the image back with skopeo, and writes the
+image's README and the release chart.
 """
 
 from __future__ import annotations
@@ -86,11 +88,12 @@ def _whole_pipeline(
             repo,
             {**env, "KMI_REGISTRY": where},
             (
-                "download, checksum, sysprep, sparsify, build, manifest, publish (minutes "
-                "under TCG)",
+                "download, checksum, sysprep, sparsify, build, manifest, boot test, publish "
+                "(minutes under TCG)",
                 ["publish:fixture-12"],
             ),
             ("publish again: the registry has it, nothing is sent", ["publish:fixture-12"]),
+            ("the image's README and the release chart", ["docs:fixture-12", "docs:release-chart"]),
         )
         if code == 0:
             code = _show(where)
@@ -135,7 +138,9 @@ def main() -> int:
     images = populate_all(upstreams)
     catalogue = pin_key(repo / "distros", work / "distros", key)
     server = MirrorServer(work / "mirror").start()
-    env = environment(catalogue, work, server.url, KMI_HTTP_BACKOFF="0.2")
+    env = environment(
+        catalogue, work, server.url, KMI_HTTP_BACKOFF="0.2", KMI_DOCS_DIR=str(work / "docs")
+    )
     try:
         print(
             f"kmi demo: {len(images)} targets of {len(list(catalogue.glob('*.yaml')))} "

@@ -168,6 +168,8 @@ def qemu_argv(
         "-no-user-config",
         "-display",
         "none",
+        "-boot",
+        "strict=on",
     ]
     if firmware:
         argv += ["-bios", firmware]
@@ -413,8 +415,10 @@ class Report:
 SSH_PROBE = (
     "id -un; cat " + MARKER_FILE + " 2>/dev/null || echo -; "
     "test -e /var/lib/cloud/instance/boot-finished && echo finished || echo running; "
-    "(cloud-init status 2>/dev/null || echo 'status: unknown') | head -n 1"
+    "(cloud-init status 2>/dev/null || echo 'status: unknown') | head -n 1; "
+    "test -x /usr/sbin/qemu-ga -o -x /usr/bin/qemu-ga && echo agent-installed || echo agent-missing"
 )
+NO_AGENT = "qemu-ga is not installed in the guest"
 
 
 @dataclass(frozen=True)
@@ -574,6 +578,7 @@ def _observe(
         if checks["boot"].passed is None:
             checks["boot"].passed, checks["boot"].seconds = True, elapsed()
             report.boot_seconds = checks["boot"].seconds
+            checks["boot"].detail = f"the guest answered after {report.boot_seconds:.0f} s"
             say(f"{report.target}: the guest answered after {report.boot_seconds:.0f} s")
 
     try:
@@ -619,8 +624,8 @@ def _observe(
                         done = None
                     if done is not None and done.returncode == 0:
                         alive()
-                        lines = done.stdout.decode("utf-8", "replace").splitlines() + [""] * 4
-                        cloud_state = [line.strip() for line in lines[:4]]
+                        lines = done.stdout.decode("utf-8", "replace").splitlines() + [""] * 5
+                        cloud_state = [line.strip() for line in lines[:5]]
                         if checks["ssh"].passed is None:
                             checks["ssh"].passed = cloud_state[0] == expect.user
                             checks["ssh"].seconds = elapsed()
@@ -648,6 +653,12 @@ def _observe(
                     checks["cloud-init"].passed = True
                     checks["cloud-init"].detail = f"{status}; the run's marker command ran"
             if checks["agent"].passed is not None and settled_at is not None:
+                return
+            if settled_at is not None and cloud_state and cloud_state[4] == "agent-missing":
+                checks["agent"].passed = False
+                checks[
+                    "agent"
+                ].detail = f"no answer from qemu-guest-agent on {AGENT_CHANNEL}: {NO_AGENT}"
                 return
             now = time.monotonic()
             if settled_at is not None and now - settled_at > AGENT_GRACE:
@@ -694,10 +705,22 @@ def failure_message(report: Report, console: Path) -> str:
     """`check: detail` and the console's last lines, for a failed report."""
     failed = report.failed
     assert failed is not None
+    shown = console
+    firmware = console.with_name("test-firmware.log")
+    if _empty(console) and not _empty(firmware):
+        shown = firmware  # nothing reached the console: the firmware says why
+    what = "console" if shown == console else "firmware log"
     return (
         f"{report.target}: boot test failed: {failed.name}: {failed.detail}\n"
-        f"last lines of the console ({console}):\n{console_tail(console)}"
+        f"last lines of the {what} ({shown}):\n{console_tail(shown)}"
     )
+
+
+def _empty(path: Path) -> bool:
+    try:
+        return not path.read_bytes().strip()
+    except OSError:
+        return True
 
 
 def write_results(report: Report, path: Path) -> None:
