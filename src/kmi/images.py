@@ -164,7 +164,7 @@ def check_gate(image: str) -> None:
     if not gated(flavor):
         return
     receipt = read_receipt(CTX.paths.image_receipt(image, "manifest")) or {}
-    indexed = set(receipt.get("arches") or [])
+    indexed = set(receipt.get("arches") or [str(t.arch) for t in targets])
     untested = [t.name for t in targets if str(t.arch) in indexed and not test_passed(t)]
     if untested:
         why = "test.required" if flavor.test.required else f"its tier, {flavor.tier}"

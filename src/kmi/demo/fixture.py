@@ -22,6 +22,8 @@ from kmi.files import exclusive
 
 REPO = Path(__file__).resolve().parents[3]
 SCRIPT = REPO / "scripts" / "fixture-image.sh"
+# arm64: built with qemu-user-static, booted by UEFI, with the guest agent already inside
+SCRIPTS = {"amd64": SCRIPT, "arm64": REPO / "scripts" / "fixture-image-arm64.sh"}
 HOST = "https://fixture.kmi.invalid/images"  # .invalid: never a real upstream
 RELEASE = "20260101"
 
@@ -74,19 +76,30 @@ def cache_dir() -> Path:
     return Path(os.environ.get("KMI_FIXTURE_CACHE", "~/.cache/kmi-fixtures")).expanduser()
 
 
-def fixture() -> Path:
-    """The folder holding fixture.qcow2 and repo/, built once per version of the script
-    (libguestfs on KVM or TCG as the probe decides: KVM can hang where it is broken)."""
-    key = hashlib.sha256(SCRIPT.read_bytes()).hexdigest()[:16]
-    built = cache_dir() / key
-    with exclusive(cache_dir() / f"{key}.guard"):
+def _built(arch: str) -> Path:
+    script = SCRIPTS[arch]
+    return cache_dir() / hashlib.sha256(script.read_bytes()).hexdigest()[:16]
+
+
+def cached(arch: str = "amd64") -> Path | None:
+    """The fixture of `arch` if it was built on this machine already, else None."""
+    built = _built(arch)
+    return built if (built / "fixture.qcow2").exists() else None
+
+
+def fixture(arch: str = "amd64") -> Path:
+    """The folder holding fixture.qcow2 (and, for amd64, repo/), built once per version of
+    its script (libguestfs on KVM or TCG as the probe decides: KVM can hang where it is
+    broken)."""
+    script, built = SCRIPTS[arch], _built(arch)
+    with exclusive(built.with_name(f"{built.name}.guard")):
         if not (built / "fixture.qcow2").exists():
-            print(f"building the fixture image into {built} (a few minutes, once)", flush=True)
+            print(f"building the {arch} fixture image into {built} (minutes, once)", flush=True)
             chosen, _ = choose(os.environ.get("KMI_ACCEL", "auto"), cache_dir() / "accel.json")
             env = {**os.environ, **libguestfs_env(chosen)}
-            done = subprocess.run(["bash", str(SCRIPT), str(built)], env=env)
+            done = subprocess.run(["bash", str(script), str(built)], env=env)
             if done.returncode != 0:
-                raise KmiError(f"{SCRIPT} failed with exit code {done.returncode}")
+                raise KmiError(f"{script} failed with exit code {done.returncode}")
     return built
 
 

@@ -1,0 +1,120 @@
+"""Benchmark: how long a boot test takes, per arch and accelerator, and where the time goes.
+
+    .venv/bin/python bench/boottest.py            # amd64, and arm64 if its fixture is built
+    .venv/bin/python bench/boottest.py --arm64    # build the arm64 fixture first if needed
+
+amd64: builds `fixture-12-amd64` with kmi up to its final disk, then times `doit test:...`
+(a cold run that boots) and the same command again (up to date: nothing boots). arm64: the
+arm64 fixture (scripts/fixture-image-arm64.sh, the guest agent built in) booted by the same
+stage under qemu-system-aarch64 with UEFI. KVM is used where the probe finds it working;
+prints the accelerator it got. Output: a Markdown table for docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from kmi.accel import choose
+from kmi.catalogue import load_flavor, targets_of
+from kmi.demo import fixture as fixture_image
+from kmi.demo.server import MirrorServer
+from kmi.demo.upstreams import SigningKey, Upstreams, environment, pin_key
+from kmi.stages import boottest
+
+REPO = Path(__file__).resolve().parent.parent
+TARGET = "fixture-12-amd64"
+
+
+def run(argv: list[str], env: dict[str, str]) -> float:
+    import subprocess
+
+    started = time.perf_counter()
+    done = subprocess.run(argv, env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(argv)} failed:\n{done.stdout}{done.stderr}")
+    return time.perf_counter() - started
+
+
+def row(entry: dict[str, Any], disk: str, wall: float) -> str:
+    checks = entry["checks"]
+
+    def at(name: str) -> str:
+        seconds = checks[name]["seconds"]
+        return f"{seconds:.0f}" if seconds is not None else "-"
+
+    return (
+        f"| {entry['arch']} | {entry['accel']} | {disk} | {at('boot')} | {at('ssh')} | "
+        f"{at('agent')} | {at('cloud-init')} | {entry['seconds']:.0f} | {wall:.1f} |"
+    )
+
+
+def amd64(work: Path) -> list[str]:
+    made = fixture_image.fixture()
+    key = SigningKey(work / "gnupg", "kmi bench <bench@kmi.invalid>")
+    server = MirrorServer(work / "mirror").start()
+    try:
+        fixture_image.publish(Upstreams(work / "mirror", key), made)
+        catalogue = pin_key(REPO / "distros", work / "distros", key)
+        fixture_image.add_flavor(catalogue, made, key)
+        env = environment(catalogue, work, server.url)
+        doit = [sys.executable, "-m", "doit", "-f", str(REPO / "dodo.py")]
+        run([*doit, f"sparsify:{TARGET}"], env)
+        cold = run([*doit, f"test:{TARGET}"], env)
+        warm = run([*doit, f"test:{TARGET}"], env)
+    finally:
+        server.stop()
+        key.close()
+    results = json.loads((work / "build" / "results.json").read_text())
+    entry = results["tests"][TARGET]
+    return [
+        row(entry, "fixture after sysprep (Debian 12)", cold),
+        f"| amd64 | - | the same, up to date | - | - | - | - | - | {warm:.1f} |",
+    ]
+
+
+def arm64(work: Path, build: bool) -> list[str]:
+    built = fixture_image.fixture("arm64") if build else fixture_image.cached("arm64")
+    if built is None:
+        return ["| arm64 | - | not built here (run with --arm64) | - | - | - | - | - | - |"]
+    folder = work / "arm64"
+    folder.mkdir()
+    flavor_file = folder / "fixture.yaml"
+    flavor_file.write_text(
+        fixture_image.FLAVOR.format(host=fixture_image.HOST, fingerprint="0" * 40).replace(
+            "arches: {amd64: amd64}", "arches: {arm64: arm64}"
+        )
+    )
+    flavor, problems = load_flavor(flavor_file)
+    assert flavor is not None, problems
+    target = targets_of(flavor)[0]
+    started = time.perf_counter()
+    options = boottest.Options("tcg", 1800)
+    report = boottest.boot_test(target, built / "fixture.qcow2", folder / "logs", options)
+    wall = time.perf_counter() - started
+    if report.failed is not None:
+        raise SystemExit(boottest.failure_message(report, folder / "logs" / "test-console.log"))
+    return [row(report.to_json(), "arm64 fixture (Debian 12, UEFI)", wall)]
+
+
+def main() -> None:
+    accel, why = choose("auto", Path(tempfile.gettempdir()) / "kmi-bench-accel.json")
+    print(f"host acceleration: {accel} ({why}); foreign arches always run under TCG")
+    lines = [
+        "| arch | accel | disk | guest answered (s) | ssh ok (s) | agent ok (s) | "
+        "cloud-init done (s) | test (s) | doit wall (s) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    with tempfile.TemporaryDirectory(prefix="kmi-bench-") as tmp:
+        work = Path(tmp)
+        lines += amd64(work)
+        lines += arm64(work, "--arm64" in sys.argv[1:])
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
