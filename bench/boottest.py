@@ -85,7 +85,7 @@ def arm64(work: Path, build: bool) -> list[str]:
     folder.mkdir()
     flavor_file = folder / "fixture.yaml"
     flavor_file.write_text(
-        fixture_image.FLAVOR.format(host=fixture_image.HOST, fingerprint="0" * 40).replace(
+        fixture_image.FLAVOR.format(host=fixture_image.HOST, fingerprint="A" * 40).replace(
             "arches: {amd64: amd64}", "arches: {arm64: arm64}"
         )
     )
@@ -106,13 +106,14 @@ def main() -> None:
     print(f"host acceleration: {accel} ({why}); foreign arches always run under TCG")
     lines = [
         "| arch | accel | disk | guest answered (s) | ssh ok (s) | agent ok (s) | "
-        "cloud-init done (s) | test (s) | doit wall (s) |",
+        "cloud-init done (s) | test (s) | wall (s) |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     with tempfile.TemporaryDirectory(prefix="kmi-bench-") as tmp:
         work = Path(tmp)
         lines += amd64(work)
-        lines += arm64(work, "--arm64" in sys.argv[1:])
+        print("\n".join(lines), flush=True)
+        lines = arm64(work, "--arm64" in sys.argv[1:])
     print("\n".join(lines))
 
 

@@ -239,8 +239,9 @@ def test_the_arm64_fixture_boots_to_every_check_under_qemu_system_aarch64(
     flavor: Flavor, tmp_path: Path
 ) -> None:
     """A real arm64 guest (UEFI, systemd-boot, the guest agent built in) on this host, under
-    TCG. Its fixture takes about ARM64_BUILD to build with qemu-user-static, so it runs when
-    the fixture is on the machine (bench/boottest.py --arm64 or KMI_TEST_ARM64=1 builds it)."""
+    TCG. Its fixture takes about 11 minutes to build here with qemu-user-static, so it runs
+    when the fixture is on the machine (KMI_TEST_ARM64=1, or bench/boottest.py --arm64,
+    builds it)."""
     built = fixture_image.cached("arm64")
     if built is None and os.environ.get("KMI_TEST_ARM64") == "1":
         built = fixture_image.fixture("arm64")

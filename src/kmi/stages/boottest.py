@@ -58,6 +58,7 @@ FATAL = re.compile(
     r"|No bootable option or device was found|Failed to mount /sysroot|Shell> $",
     re.MULTILINE,
 )
+CLOUD_INIT_DONE = re.compile(r"Cloud-init v\. \S+ finished at")
 
 
 @dataclass(frozen=True)
@@ -429,22 +430,24 @@ class Options:
     cpus: int = 2
 
 
-def console_tail(console: Path, lines: int = CONSOLE_TAIL) -> str:
+def _text(log: Path) -> str:
     try:
-        text = console.read_bytes().decode("utf-8", "replace")
+        return log.read_bytes().decode("utf-8", "replace")
     except OSError:
-        return "    (no console output)"
-    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]|\r", "", text)
+        return ""
+
+
+def console_tail(console: Path, lines: int = CONSOLE_TAIL) -> str:
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]|\r", "", _text(console))
     kept = [line for line in text.splitlines() if line.strip()][-lines:]
     return "\n".join("    " + line for line in kept) or "    (no console output)"
 
 
 def _fatal(*logs: Path) -> str | None:
     for log in logs:
-        with contextlib.suppress(OSError):
-            found = FATAL.search(log.read_bytes().decode("utf-8", "replace"))
-            if found:
-                return found.group(0).strip()
+        found = FATAL.search(_text(log))
+        if found:
+            return found.group(0).strip()
     return None
 
 
@@ -525,180 +528,180 @@ def boot_test(
             f"{target.name}: booting under {options.accel} (up to {options.timeout:.0f} s; "
             f"console: {run.console})"
         )
-        start = time.monotonic()
+        watch = _Watch(run, key, token, expect, options, report, say)
         with _running(argv, qemu_log) as proc:
             try:
-                _observe(proc, run, key, token, expect, options, report, start, say)
+                watch.watch(proc)
             finally:
-                report.seconds = time.monotonic() - start
+                report.seconds = time.monotonic() - watch.start
     return report
 
 
-def _observe(
-    proc: subprocess.Popen[bytes],
-    run: Run,
-    key: Path,
-    token: str,
-    expect: Expect,
-    options: Options,
-    report: Report,
-    start: float,
-    say: Callable[[str], None],
-) -> None:
-    checks = report.checks
-    agent = Agent(run.agent_socket)
-    deadline = start + options.timeout
-    ssh_argv = [
-        SSH.path(),
-        "-i",
-        str(key),
-        "-p",
-        str(run.ssh_port),
-        "-o",
-        "BatchMode=yes",
-        "-o",
-        "StrictHostKeyChecking=no",
-        "-o",
-        "UserKnownHostsFile=/dev/null",
-        "-o",
-        "LogLevel=ERROR",
-        "-o",
-        "ConnectTimeout=10",
-        f"{expect.user}@127.0.0.1",
-        SSH_PROBE,
-    ]
-    ssh_said = ""
-    cloud_state: list[str] | None = None
-    settled_at: float | None = None  # when SSH and cloud-init were both done
+class _Watch:
+    """One boot, polled until every check has an answer or the deadline passes."""
 
-    def elapsed() -> float:
-        return round(time.monotonic() - start, 1)
+    def __init__(
+        self,
+        run: Run,
+        key: Path,
+        token: str,
+        expect: Expect,
+        options: Options,
+        report: Report,
+        say: Callable[[str], None],
+    ) -> None:
+        self.run, self.token, self.expect, self.options = run, token, expect, options
+        self.report, self.checks, self.say = report, report.checks, say
+        self.start = time.monotonic()
+        self.deadline = self.start + options.timeout
+        self.agent = Agent(run.agent_socket)
+        self.ssh_argv = [
+            SSH.path(),
+            *("-i", str(key), "-p", str(run.ssh_port)),
+            *("-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no"),
+            *("-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR"),
+            *("-o", "ConnectTimeout=10"),
+            f"{expect.user}@127.0.0.1",
+            SSH_PROBE,
+        ]
+        self.ssh_said = ""  # the last thing a failed SSH attempt said
+        self.guest: list[str] | None = None  # the SSH probe's lines
+        self.settled_at: float | None = None  # when cloud-init was seen finished
 
-    def alive() -> None:
+    def elapsed(self) -> float:
+        return round(time.monotonic() - self.start, 1)
+
+    def _set(self, name: str, passed: bool, detail: str) -> None:
+        check = self.checks[name]
+        check.passed, check.detail, check.seconds = passed, detail, self.elapsed()
+
+    def _alive(self) -> None:
+        if self.checks["boot"].passed is None:
+            self.report.boot_seconds = self.elapsed()
+            answered = f"the guest answered after {self.report.boot_seconds:.0f} s"
+            self._set("boot", True, answered)
+            self.say(f"{self.report.target}: {answered}")
+
+    def watch(self, proc: subprocess.Popen[bytes]) -> None:
+        try:
+            while not self._step(proc):
+                time.sleep(2.0)
+        finally:
+            self.agent.close()
+            self._unanswered()
+
+    def _step(self, proc: subprocess.Popen[bytes]) -> bool:
+        """One round of polling; True when the boot has shown all it will."""
+        if proc.poll() is not None:
+            failed = next(c for c in CHECKS if not self.checks[c].passed)
+            qemu_log = self.run.console.parent / "test-qemu.log"
+            exited = f"QEMU exited with code {proc.returncode} after {self.elapsed():.0f} s"
+            self._set(failed, False, f"{exited} (see {qemu_log})")
+            return True
+        fatal = _fatal(self.run.console, self.run.firmware_log)
+        if fatal and self.checks["boot"].passed is None:
+            self._set(
+                "boot", False, f"the guest did not boot: {fatal!r} after {self.elapsed():.0f} s"
+            )
+            return True
+        if self.checks["agent"].passed is None:
+            self._ask_agent()
+        if self.guest is None or self.guest[2] != "finished":
+            self._ask_ssh()
+        if self.checks["cloud-init"].passed is None:
+            self._judge_cloud_init()
+        if self.settled_at is None:
+            return time.monotonic() >= self.deadline
+        if self.checks["agent"].passed is None and self.guest and self.guest[4] == "agent-missing":
+            self._set(
+                "agent", False, f"no answer from qemu-guest-agent on {AGENT_CHANNEL}: {NO_AGENT}"
+            )
+        if all(self.checks[c].passed is not None for c in CHECKS):
+            return True
+        now = time.monotonic()  # cloud-init is done: what has not answered gets a grace period
+        return now - self.settled_at > AGENT_GRACE or now >= self.deadline
+
+    def _ask_agent(self) -> None:
+        if not self.run.agent_socket.exists() or not self.agent.sync(2.0):
+            return
+        self._alive()
+        try:
+            self.agent.call("guest-ping")
+            osinfo = self.agent.call("guest-get-osinfo")
+        except KmiError as err:
+            self._set("agent", False, str(err))
+            return
+        mismatch = self.expect.matches(osinfo)
+        name = osinfo.get("pretty-name") or osinfo.get("id")
+        self._set("agent", mismatch is None, mismatch or f"guest-ping, guest-get-osinfo: {name}")
+
+    def _ask_ssh(self) -> None:
+        left = self.deadline - time.monotonic()
+        if left <= 1:
+            return
+        try:
+            done = subprocess.run(
+                self.ssh_argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=min(left, 30)
+            )
+        except subprocess.TimeoutExpired:
+            return
+        if done.returncode != 0:
+            self.ssh_said = (done.stderr or done.stdout).decode("utf-8", "replace").strip()
+            return
+        self._alive()
+        lines = done.stdout.decode("utf-8", "replace").splitlines() + [""] * 5
+        self.guest = [line.strip() for line in lines[:5]]
+        if self.checks["ssh"].passed is None:
+            user = self.guest[0]
+            if user == self.expect.user:
+                self._set("ssh", True, f"{user}@127.0.0.1:{self.run.ssh_port} with the run's key")
+            else:
+                self._set("ssh", False, f"logged in as {user!r}, expected {self.expect.user!r}")
+
+    def _judge_cloud_init(self) -> None:
+        if self.guest is None or self.guest[2] != "finished":
+            if self.settled_at is None and CLOUD_INIT_DONE.search(_text(self.run.console)):
+                # finished, says the console, but not readable over SSH (yet)
+                self.settled_at = time.monotonic()
+            return
+        self.settled_at = self.settled_at or time.monotonic()
+        marker, status = self.guest[1], self.guest[3]
+        if marker != self.token:
+            held = f"{MARKER_FILE} holds {marker!r}, not the run's marker"
+            self._set(
+                "cloud-init", False, f"finished without running this run's user-data ({held})"
+            )
+        elif "error" in status or "degraded" in status:
+            self._set("cloud-init", False, f"finished with errors: {status}")
+        else:
+            self._set("cloud-init", True, f"{status}; the run's marker command ran")
+
+    def _unanswered(self) -> None:
+        """Fill in the checks that never got an answer."""
+        checks, limit = self.checks, f"{self.options.timeout:.0f} s"
+        said = f"; ssh said: {self.ssh_said.splitlines()[-1]}" if self.ssh_said else ""
         if checks["boot"].passed is None:
-            checks["boot"].passed, checks["boot"].seconds = True, elapsed()
-            report.boot_seconds = checks["boot"].seconds
-            checks["boot"].detail = f"the guest answered after {report.boot_seconds:.0f} s"
-            say(f"{report.target}: the guest answered after {report.boot_seconds:.0f} s")
-
-    try:
-        while True:
-            if proc.poll() is not None:
-                checks["boot"].passed = checks["boot"].passed or False
-                failed = next(c for c in CHECKS if not checks[c].passed)
-                checks[failed].passed = False
-                checks[failed].detail = (
-                    f"QEMU exited with code {proc.returncode} after {elapsed():.0f} s "
-                    f"(see {run.console.parent / 'test-qemu.log'})"
-                )
-                return
-            fatal = _fatal(run.console, run.firmware_log)
-            if fatal and checks["boot"].passed is None:
-                checks["boot"].passed = False
-                checks["boot"].detail = f"the guest did not boot: {fatal!r} after {elapsed():.0f} s"
-                return
-            if checks["agent"].passed is None and run.agent_socket.exists() and agent.sync(2.0):
-                alive()
-                try:
-                    agent.call("guest-ping")
-                    osinfo = agent.call("guest-get-osinfo")
-                except KmiError as err:
-                    checks["agent"].passed, checks["agent"].detail = False, str(err)
-                else:
-                    mismatch = expect.matches(osinfo)
-                    checks["agent"].passed = mismatch is None
-                    name = osinfo.get("pretty-name") or osinfo.get("id")
-                    checks["agent"].detail = mismatch or f"guest-ping, guest-get-osinfo: {name}"
-                checks["agent"].seconds = elapsed()
-            if cloud_state is None or cloud_state[2] != "finished":
-                left = deadline - time.monotonic()
-                if left > 1:
-                    try:
-                        done = subprocess.run(
-                            ssh_argv,
-                            stdin=subprocess.DEVNULL,
-                            capture_output=True,
-                            timeout=min(left, 30.0),
-                        )
-                    except subprocess.TimeoutExpired:
-                        done = None
-                    if done is not None and done.returncode == 0:
-                        alive()
-                        lines = done.stdout.decode("utf-8", "replace").splitlines() + [""] * 5
-                        cloud_state = [line.strip() for line in lines[:5]]
-                        if checks["ssh"].passed is None:
-                            checks["ssh"].passed = cloud_state[0] == expect.user
-                            checks["ssh"].seconds = elapsed()
-                            checks["ssh"].detail = (
-                                f"{expect.user}@127.0.0.1:{run.ssh_port} with the run's key"
-                                if checks["ssh"].passed
-                                else f"logged in as {cloud_state[0]!r}, expected {expect.user!r}"
-                            )
-                    elif done is not None:
-                        ssh_said = (done.stderr or done.stdout).decode("utf-8", "replace").strip()
-            if cloud_state is not None and cloud_state[2] == "finished" and settled_at is None:
-                settled_at = time.monotonic()
-                marker, status = cloud_state[1], cloud_state[3]
-                checks["cloud-init"].seconds = elapsed()
-                if marker != token:
-                    checks["cloud-init"].passed = False
-                    checks["cloud-init"].detail = (
-                        f"finished without running this run's user-data ({MARKER_FILE} holds "
-                        f"{marker!r}, not the run's marker)"
-                    )
-                elif "error" in status or "degraded" in status:
-                    checks["cloud-init"].passed = False
-                    checks["cloud-init"].detail = f"finished with errors: {status}"
-                else:
-                    checks["cloud-init"].passed = True
-                    checks["cloud-init"].detail = f"{status}; the run's marker command ran"
-            if checks["agent"].passed is not None and settled_at is not None:
-                return
-            if settled_at is not None and cloud_state and cloud_state[4] == "agent-missing":
-                checks["agent"].passed = False
-                checks[
-                    "agent"
-                ].detail = f"no answer from qemu-guest-agent on {AGENT_CHANNEL}: {NO_AGENT}"
-                return
-            now = time.monotonic()
-            if settled_at is not None and now - settled_at > AGENT_GRACE:
-                break
-            if now >= deadline:
-                break
-            time.sleep(2.0)
-    finally:
-        agent.close()
-        _timed_out(report, options, ssh_said, settled_at is not None)
-
-
-def _timed_out(report: Report, options: Options, ssh_said: str, settled: bool) -> None:
-    """Fill in the checks that never got an answer."""
-    checks = report.checks
-    limit = f"{options.timeout:.0f} s"
-    if checks["boot"].passed is None:
-        checks["boot"].passed = False
-        checks["boot"].detail = f"no answer from the guest (agent or SSH) within {limit}" + (
-            f"; ssh said: {ssh_said.splitlines()[-1]}" if ssh_said else ""
-        )
-        return
-    if checks["boot"].passed is False:
-        return
-    if checks["cloud-init"].passed is None:
-        checks["cloud-init"].passed = False
-        checks["cloud-init"].detail = (
-            f"not finished within {limit}" if checks["ssh"].passed else "not readable: no SSH login"
-        )
-    if checks["agent"].passed is None:
-        checks["agent"].passed = False
-        waited = f"{AGENT_GRACE:.0f} s after the guest was up" if settled else limit
-        checks[
-            "agent"
-        ].detail = f"no answer from qemu-guest-agent on {AGENT_CHANNEL} within {waited}"
-    if checks["ssh"].passed is None:
-        checks["ssh"].passed = False
-        checks["ssh"].detail = f"no login within {limit}" + (
-            f"; ssh said: {ssh_said.splitlines()[-1]}" if ssh_said else ""
-        )
+            checks["boot"].passed = False
+            checks["boot"].detail = f"no answer from the guest (agent or SSH) within {limit}{said}"
+            return
+        if checks["boot"].passed is False:
+            return
+        if checks["cloud-init"].passed is None:
+            checks["cloud-init"].passed = False
+            checks["cloud-init"].detail = (
+                f"not finished within {limit}"
+                if checks["ssh"].passed
+                else "not readable: no SSH login"
+            )
+        waited = f"{AGENT_GRACE:.0f} s after cloud-init finished" if self.settled_at else limit
+        if checks["agent"].passed is None:
+            checks["agent"].passed = False
+            checks[
+                "agent"
+            ].detail = f"no answer from qemu-guest-agent on {AGENT_CHANNEL} within {waited}"
+        if checks["ssh"].passed is None:
+            checks["ssh"].passed = False
+            checks["ssh"].detail = f"no login as {self.expect.user} within {waited}{said}"
 
 
 def failure_message(report: Report, console: Path) -> str:
