@@ -22,8 +22,6 @@ from typing import Any
 from kmi.accel import choose
 from kmi.catalogue import load_flavor, targets_of
 from kmi.demo import fixture as fixture_image
-from kmi.demo.server import MirrorServer
-from kmi.demo.upstreams import SigningKey, Upstreams, environment, pin_key
 from kmi.stages import boottest
 
 REPO = Path(__file__).resolve().parent.parent
@@ -54,21 +52,11 @@ def row(entry: dict[str, Any], disk: str, wall: float) -> str:
 
 
 def amd64(work: Path) -> list[str]:
-    made = fixture_image.fixture()
-    key = SigningKey(work / "gnupg", "kmi bench <bench@kmi.invalid>")
-    server = MirrorServer(work / "mirror").start()
-    try:
-        fixture_image.publish(Upstreams(work / "mirror", key), made)
-        catalogue = pin_key(REPO / "distros", work / "distros", key)
-        fixture_image.add_flavor(catalogue, made, key)
-        env = environment(catalogue, work, server.url)
+    with fixture_image.served(work) as env:
         doit = [sys.executable, "-m", "doit", "-f", str(REPO / "dodo.py")]
         run([*doit, f"sparsify:{TARGET}"], env)
         cold = run([*doit, f"test:{TARGET}"], env)
         warm = run([*doit, f"test:{TARGET}"], env)
-    finally:
-        server.stop()
-        key.close()
     results = json.loads((work / "build" / "results.json").read_text())
     entry = results["tests"][TARGET]
     return [

@@ -19,8 +19,6 @@ from pathlib import Path
 
 from kmi.accel import choose, libguestfs_env
 from kmi.demo import fixture as fixture_image
-from kmi.demo.server import MirrorServer
-from kmi.demo.upstreams import SigningKey, Upstreams, environment, pin_key
 
 REPO = Path(__file__).resolve().parent.parent
 TARGET = "fixture-12-amd64"
@@ -44,13 +42,8 @@ def main() -> None:
     guestfs_env = {**os.environ, **libguestfs_env(accel)}
     with tempfile.TemporaryDirectory(prefix="kmi-bench-") as tmp:
         work = Path(tmp)
-        key = SigningKey(work / "gnupg", "kmi bench <bench@kmi.invalid>")
-        server = MirrorServer(work / "mirror").start()
-        try:
-            fixture_image.publish(Upstreams(work / "mirror", key), made)
-            catalogue = pin_key(REPO / "distros", work / "distros", key)
-            fixture_image.add_flavor(catalogue, made, key)
-            env = {**environment(catalogue, work, server.url), "KMI_ACCEL": accel}
+        with fixture_image.served(work) as served:
+            env = {**served, "KMI_ACCEL": accel}
             doit = [sys.executable, "-m", "doit", "-f", str(REPO / "dodo.py")]
             timed([*doit, f"checksum:{TARGET}"], env)
             sysprep_s = timed([*doit, f"sysprep:{TARGET}"], env)
@@ -84,9 +77,6 @@ def main() -> None:
                 ],
                 guestfs_env,
             )
-        finally:
-            server.stop()
-            key.close()
         print(
             f"fixture-12-amd64, libguestfs under {accel.upper()} ({why}), {os.cpu_count()} cores\n"
         )

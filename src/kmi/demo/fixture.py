@@ -9,10 +9,12 @@ install is real without any network.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 from kmi.accel import choose, libguestfs_env
@@ -101,6 +103,26 @@ def fixture(arch: str = "amd64") -> Path:
             if done.returncode != 0:
                 raise KmiError(f"{script} failed with exit code {done.returncode}")
     return built
+
+
+@contextlib.contextmanager
+def served(work: Path) -> Iterator[dict[str, str]]:
+    """A kmi project in `work` whose catalogue (a copy of the repository's) has the fixture
+    flavor, served as an upstream by a local mirror: yields the environment of its doit runs."""
+    from kmi.demo.server import MirrorServer
+    from kmi.demo.upstreams import environment, pin_key
+
+    made = fixture()
+    key = SigningKey(work / "gnupg", "kmi fixture <fixture@kmi.invalid>")
+    server = MirrorServer(work / "mirror").start()
+    try:
+        publish(Upstreams(work / "mirror", key), made)
+        catalogue = pin_key(REPO / "distros", work / "distros", key)
+        add_flavor(catalogue, made, key)
+        yield environment(catalogue, work, server.url)
+    finally:
+        server.stop()
+        key.close()
 
 
 def publish(upstreams: Upstreams, built: Path) -> Image:
