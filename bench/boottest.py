@@ -13,6 +13,7 @@ prints the accelerator it got. Output: a Markdown table for docs/benchmarks.md.
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 import tempfile
 import time
@@ -28,13 +29,17 @@ REPO = Path(__file__).resolve().parent.parent
 TARGET = "fixture-12-amd64"
 
 
-def run(argv: list[str], env: dict[str, str]) -> float:
-    import subprocess
-
+def doit_seconds(env: dict[str, str], task: str) -> float:
+    """Wall seconds of one doit run (its output is shown only when it fails)."""
     started = time.perf_counter()
-    done = subprocess.run(argv, env=env, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise SystemExit(f"{' '.join(argv)} failed:\n{done.stdout}{done.stderr}")
+    done = subprocess.run(
+        [sys.executable, "-m", "doit", "-f", str(REPO / "dodo.py"), task],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode:
+        raise SystemExit(f"doit {task} failed:\n{done.stdout}{done.stderr}")
     return time.perf_counter() - started
 
 
@@ -53,10 +58,9 @@ def row(entry: dict[str, Any], disk: str, wall: float) -> str:
 
 def amd64(work: Path) -> list[str]:
     with fixture_image.served(work) as env:
-        doit = [sys.executable, "-m", "doit", "-f", str(REPO / "dodo.py")]
-        run([*doit, f"sparsify:{TARGET}"], env)
-        cold = run([*doit, f"test:{TARGET}"], env)
-        warm = run([*doit, f"test:{TARGET}"], env)
+        doit_seconds(env, f"sparsify:{TARGET}")
+        cold = doit_seconds(env, f"test:{TARGET}")
+        warm = doit_seconds(env, f"test:{TARGET}")
     results = json.loads((work / "build" / "results.json").read_text())
     entry = results["tests"][TARGET]
     return [
