@@ -85,6 +85,8 @@ def setup(
     fixture_image.publish(upstreams, made)
     catalogue = pin_key(REPO / "distros", tmp_path / "distros", gpg_key)
     flavor = fixture_image.add_flavor(catalogue, made, gpg_key)
+    # the disks below are synthetic (they do not boot): publish them untested
+    flavor.write_text(flavor.read_text().replace("required: true", "required: false"))
     twin = flavor.read_text().replace("name: fixture", "name: twin")
     (catalogue / "twin.yaml").write_text(
         twin.replace('version: "12"', 'version: "12"\n    latest: true')
@@ -186,6 +188,27 @@ def test_one_failing_image_does_not_stop_the_other(setup: Setup) -> None:
     assert re.search(r"^FAILED publish:twin-12: .*HTTP 500", done.out, re.M), done.out
     assert re.search(r"^fixture-12 +pushed +sha256:", done.out, re.M), done.out  # the table
     skopeo_raw(setup.ref("fixture", "12"))
+
+
+def test_a_gated_tier_publishes_nothing_whose_boot_test_failed(setup: Setup) -> None:
+    """With every tier gated, fixture-12 (preview, test.required unset) needs its boot test;
+    the synthetic disk does not boot, so nothing of it reaches the registry."""
+    flavor = setup.project.catalogue / "fixture.yaml"
+    flavor.write_text(re.sub(r"\n  required: .*", "", flavor.read_text()))
+    done = setup.project.doit("publish:fixture-12", KMI_UNTESTED_TIERS="")
+    assert done.code != 0
+    assert re.search(
+        r"^FAILED test:fixture-12-amd64: fixture-12-amd64: boot test failed: boot: the guest did "
+        r"not boot: 'Boot failed: not a bootable disk'",
+        done.out,
+        re.M,
+    ), done.out
+    assert "SKIPPED publish:fixture-12: a task it needs failed" in done.out
+    assert re.search(r"^fixture-12-amd64 +amd64 +\w+ +- +\d+ s +FAILED +- +- +-$", done.out, re.M)
+    assert setup.proxy.blob_bytes() == 0
+    untested = setup.project.doit("publish:fixture-12")  # preview may publish untested
+    assert untested.code == 0, untested.out
+    assert "test:fixture-12-amd64" not in untested.ran()
 
 
 def test_a_killed_publish_leaves_no_tag_and_the_rerun_completes(setup: Setup) -> None:
