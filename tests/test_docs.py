@@ -48,6 +48,7 @@ def fedora_doc() -> docs.ImageDoc:
         repository="localhost:5000/kmi/fedora",
         tags=("42", "latest"),
         immutable="42-1.1",
+        gated=False,
     )
 
 
@@ -82,6 +83,7 @@ def test_the_readme_manifests_parse_and_name_the_image_arch_and_user(
     assert "--user fedora" in virtctl and "--preference fedora" in virtctl
     assert "| tags | `42`, `latest`, `42-1.1` |" in readme
     assert "| default user | `fedora` (cloud-init) |" in readme
+    assert f"| boot test | {docs.UNTESTED} |" in readme
     assert f"| amd64 | <{_entry('amd64').url}> | `sha256:{'a' * 64}` | 42-1.1 | 2026-11-20 |" in (
         readme
     )

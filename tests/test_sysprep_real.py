@@ -243,8 +243,22 @@ def test_the_real_disk_is_published_and_reads_back_byte_for_byte(
         inside = bundle / "rootfs" / "disk" / "disk.img"
         assert inside.stat().st_size == final.stat().st_size
         assert _sha256(inside) == _sha256(final)
+        docs = built.project.doit("docs:fixture-12", KMI_REGISTRY=where)
+        assert docs.code == 0, docs.out
+        readme = (built.project.work / "docs" / "images" / "fixture-12.md").read_text()
+        tags = ", ".join(f"`{t}`" for t in published_tags(built))
+        assert f"| tags | {tags} |" in readme  # what publish pushed, as the README says
+        assert "| boot test | passed before every publish" in readme
+        assert f"image: {where}/fixture:12" in readme
     finally:
         registry.stop()
+
+
+def published_tags(built: Built) -> list[str]:
+    """The tags publish:fixture-12 set, from results.json."""
+    results = json.loads((built.project.work / "build" / "results.json").read_text())
+    tags: list[str] = results["images"]["fixture-12"]["tags"]
+    return tags
 
 
 def _sha256(path: Path) -> str:

@@ -23,6 +23,8 @@ TIER_MEANING = {
     "preview": "preview: published as soon as it builds, possibly before its boot test",
     "planned": "planned: in the catalogue, not published yet",
 }
+BOOT_TESTED = "passed before every publish (cloud-init, qemu-guest-agent, SSH) on each arch"
+UNTESTED = "run on each build; this tier publishes without waiting for it"
 # What a DataVolume requests: the image's virtual size is not known from the catalogue.
 DATAVOLUME_SIZE = "20Gi"
 KEY_PLACEHOLDER = "ssh-ed25519 AAAA... you@example.org"
@@ -39,6 +41,7 @@ class ImageDoc:
     repository: str  # <host>/<path>/<flavor>, or <registry>/<flavor> when none is set
     tags: tuple[str, ...]  # moving tags, e.g. ("42", "latest")
     immutable: str  # <version>-<release>, or "" before the first pin
+    gated: bool  # published only after its boot test passed
 
     @property
     def version(self) -> str:
@@ -175,6 +178,7 @@ def image_readme(doc: ImageDoc) -> str:
         f"| tags | {', '.join(f'`{t}`' for t in tags)} |",
         f"| arches | {arches} |",
         f"| tier | {TIER_MEANING[flavor.tier]} |",
+        f"| boot test | {BOOT_TESTED if doc.gated else UNTESTED} |",
         f"| default user | `{flavor.containerdisk.user}` (cloud-init) |",
         f"| licence | {flavor.license} |",
         f"| upstream | <{flavor.homepage}> |",

@@ -270,7 +270,10 @@ def render_doc(name: str) -> str:
         entries=entries,
         repository=repository_of(targets[0].flavor.name),
         tags=moving_tags(name),
-        immutable=publish_stage.tag_of(release) if release else "",
+        immutable=publish_stage.tag_of(f"{targets[0].version.version}-{release}")
+        if release
+        else "",
+        gated=gated(targets[0].flavor),
     )
     return docs.image_readme(doc)
 
