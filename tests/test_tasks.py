@@ -5,12 +5,15 @@ from __future__ import annotations
 import ast
 import json
 import lzma
+import os
+import re
 import shutil
 from pathlib import Path
 
 from kmi.demo.layouts import centos, debian
 from kmi.demo.server import MirrorServer
 from kmi.demo.upstreams import SigningKey, Upstreams
+from kmi.files import hold
 from kmi.lock import read_lock
 from tests.conftest import REPO, Project
 
@@ -264,3 +267,40 @@ def test_dodo_is_only_imports() -> None:
         if isinstance(t, ast.Name)
     }
     assert assigned == {"DOIT_CONFIG", "__all__"}
+
+
+def test_a_second_doit_on_the_same_build_folder_is_refused(
+    project: Project, upstreams: Upstreams
+) -> None:
+    debian(upstreams)
+    other = hold(project.work / "build" / ".kmi-run.lock", "held by the test")
+    try:
+        refused = project.doit("discover:debian")
+        assert refused.code == 3, refused.out
+        assert refused.out.strip().splitlines()[0] == (
+            f"ERROR: {project.work / 'build'}: another doit run (pid {os.getpid()}) is using "
+            "this build folder; wait for it to finish, or give this run its own KMI_BUILD_DIR"
+        )
+        assert "Traceback" not in refused.out
+        assert project.doit("list").code == 0  # reading the task list needs no lock
+        elsewhere = project.doit("discover:debian", KMI_BUILD_DIR=str(project.work / "b2"))
+        assert elsewhere.code == 0, elsewhere.out
+    finally:
+        other.close()
+    assert project.doit("checksum:debian-12-amd64").code == 0
+
+
+def test_parallel_tasks_share_the_terminal_line_by_line(
+    project: Project, upstreams: Upstreams
+) -> None:
+    debian(upstreams)
+    assert project.doit("discover:debian").code == 0
+    targets = [f"checksum:debian-{v}-{a}" for v in ("12", "13") for a in ("amd64", "arm64")]
+    done = project.doit("-n", "4", *targets, KMI_PROGRESS="auto")
+    assert done.code == 0, done.out
+    assert done.ran() >= set(targets)
+    for line in done.out.splitlines():  # every line is one task's: a marker or a target's own
+        assert re.fullmatch(
+            r"(\.  |-- )?(download|checksum):debian-\S+|debian-1[23]-\w+: .+", line
+        ), line
+    assert "\r" not in done.out  # no bar redrawn over another task's line

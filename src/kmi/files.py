@@ -11,6 +11,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
+from kmi.errors import KmiError
+
 
 @contextlib.contextmanager
 def atomic_output(path: Path, mode: str = "wb") -> Iterator[IO[bytes]]:
@@ -37,6 +39,25 @@ def exclusive(guard: Path) -> Iterator[None]:
     with open(guard, "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         yield
+
+
+def hold(guard: Path, busy: str) -> IO[str]:
+    """Take the exclusive lock on `guard` without waiting, for as long as the returned file
+    stays open (a process's lifetime); a KmiError with `busy` and the holder's pid if taken."""
+    guard.parent.mkdir(parents=True, exist_ok=True)
+    handle = open(guard, "a+")  # noqa: SIM115 - held open on purpose
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "unknown"
+        handle.close()
+        raise KmiError(busy.format(pid=holder)) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    return handle
 
 
 def feed(hasher: hashlib._Hash, path: Path, chunk: int = 1 << 20) -> int:

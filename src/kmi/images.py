@@ -11,6 +11,7 @@ from kmi.catalogue import Flavor, Target
 from kmi.errors import KmiError
 from kmi.files import write_if_changed
 from kmi.keys import is_current, read_receipt, write_receipt
+from kmi.progress import say
 from kmi.stages import containerdisk
 from kmi.stages import publish as publish_stage
 from kmi.stages.sysprep import skips_guest_steps
@@ -95,7 +96,7 @@ def run_manifest(image: str) -> None:
     arches = [str(t.arch) for t in chosen]
     left_out = [str(t.arch) for t in targets if t not in chosen]
     note = f" (left out, not built: {', '.join(left_out)})" if left_out else ""
-    print(f"{image}: index {digest[:19]}… over {', '.join(arches)}{note}", flush=True)
+    say(f"{image}: index {digest[:19]}… over {', '.join(arches)}{note}")
     details = {"image": image, "digest": digest, "arches": arches, "annotations": annotations}
     write_receipt(CTX.paths.image_receipt(image, "manifest"), key, details)
 
@@ -196,7 +197,7 @@ def run_publish(image: str) -> None:
     paths = CTX.paths
     if where is None:
         plan = plan_of(image, flavor)
-        outcome = publish_stage.dry_run(plan, "<registry>", _say)
+        outcome = publish_stage.dry_run(plan, "<registry>", say)
         results.record(paths.results(), CTX.run_id, outcome.to_json())
         return
     registry = Registry.parse(where, CTX.settings.registry_insecure)
@@ -206,7 +207,7 @@ def run_publish(image: str) -> None:
     )
     try:
         outcome = publish_stage.publish(
-            client, plan, _known_blobs(registry.host, image), _say, CTX.settings.progress
+            client, plan, _known_blobs(registry.host, image), say, CTX.settings.progress
         )
     except KmiError as err:
         failed = publish_stage.Outcome(image, f"{registry.host}/{plan.repository}", error=str(err))
@@ -216,10 +217,6 @@ def run_publish(image: str) -> None:
     blobs = sorted(publish_stage.blob_digests(plan.layout))
     details = {"host": registry.host, "repository": plan.repository, "blobs": blobs}
     write_receipt(paths.image_receipt(image, "publish"), outcome.digest, details)
-
-
-def _say(line: str) -> None:
-    print(line, flush=True)
 
 
 def task_publish() -> Iterator[TaskDict]:
@@ -288,7 +285,7 @@ def docs_are_current(name: str) -> bool:
 def run_docs(name: str) -> None:
     path = docs_path(name)
     changed = write_if_changed(path, render_doc(name))
-    print(f"{name}: {'wrote' if changed else 'unchanged'} {path}", flush=True)
+    say(f"{name}: {'wrote' if changed else 'unchanged'} {path}")
 
 
 def task_docs() -> Iterator[TaskDict]:

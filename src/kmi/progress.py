@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import sys
 import time
 from typing import TextIO
@@ -9,6 +10,12 @@ from typing import TextIO
 BAR_WIDTH = 30
 BAR_INTERVAL = 0.2  # seconds between redraws
 LINE_STEPS = 4  # plain lines at 25%, 50%, 75% and 100%
+
+
+def say(line: str) -> None:
+    """One line on stdout in a single write: lines of parallel tasks (doit -n) never mix."""
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
 
 
 def human(size: float) -> str:
@@ -27,7 +34,9 @@ class Progress:
     ) -> None:
         self.stream = stream or sys.stderr
         if mode == "auto":
-            mode = "bar" if self.stream.isatty() else "lines"
+            # a redrawn bar garbles the terminal when parallel tasks (doit -n) share it
+            alone = multiprocessing.parent_process() is None
+            mode = "bar" if self.stream.isatty() and alone else "lines"
         self.mode, self.label, self.total = mode, label, total
         self.done = 0
         self.started = time.monotonic()

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Iterator
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import IO, TYPE_CHECKING, Any, cast
 
 from doit.exceptions import InvalidDodoFile, TaskFailed, UnmetDependency
 from doit.reporter import ConsoleReporter
@@ -22,9 +22,11 @@ from doit.reporter import ConsoleReporter
 from kmi import maintained, oci, results
 from kmi.catalogue import Catalogue, Target, load_catalogue
 from kmi.errors import KmiError
+from kmi.files import hold
 from kmi.keys import is_current, write_receipt
 from kmi.lock import Lock, LockEntry, read_lock
 from kmi.paths import Paths
+from kmi.progress import say
 from kmi.settings import Settings, load_settings
 from kmi.stages import boottest, containerdisk
 from kmi.stages import sparsify as sparsify_stage
@@ -43,6 +45,7 @@ class Context:
 
     def __init__(self) -> None:
         self._lock: tuple[tuple[int, int], Lock] | None = None
+        self._build_lock: IO[str] | None = None
         # one id per doit run (parallel workers are forked from this process and share it)
         self.run_id = f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
 
@@ -90,13 +93,23 @@ class Context:
     def versions_of(self, stage_tools: tuple[Any, ...]) -> dict[str, str]:
         return {t.command: self.tool_versions[t.command] for t in stage_tools}
 
+    def hold_build_folder(self) -> None:
+        """One doit run per build folder: a second one is refused, not left to corrupt it."""
+        if self._build_lock is None:
+            build = self.paths.build
+            self._build_lock = hold(
+                build / ".kmi-run.lock",
+                f"{build}: another doit run (pid {{pid}}) is using this build folder; wait for "
+                "it to finish, or give this run its own KMI_BUILD_DIR",
+            )
+
     @cached_property
     def host_accel(self) -> str:
         """KVM or TCG for guests of this host's arch, decided (and said) once per run."""
         from kmi import accel
 
         chosen, why = accel.choose(self.settings.accel, self.paths.accel())
-        print(f"acceleration: {chosen} ({why})", flush=True)
+        say(f"acceleration: {chosen} ({why})")
         return chosen
 
     def accel_for(self, arch: str) -> str:
@@ -143,7 +156,7 @@ class Context:
                 f"{target.name} {why} in {lock_file} and KMI_LOCKED is set; "
                 f"run: doit discover:{target.flavor.name}, and commit the lock"
             )
-        print(f"{target.name}: not pinned in {lock_file}; discovering it", flush=True)
+        say(f"{target.name}: not pinned in {lock_file}; discovering it")
         from kmi import discover
 
         rings = discover.KeyringCache(self.http)
@@ -152,7 +165,7 @@ class Context:
         finally:
             rings.close()
         change = discover.record(lock_file, target.name, found)
-        print(change or f"{target.name}: unchanged", flush=True)
+        say(change or f"{target.name}: unchanged")
         return found
 
 
@@ -214,10 +227,6 @@ def run_discover(flavor_name: str) -> None:
     from kmi import discover
 
     flavor = CTX.catalogue.flavor(flavor_name)
-
-    def say(line: str) -> None:
-        print(line, flush=True)
-
     failures = discover.discover_flavor(CTX.http, CTX.settings.lock_file, flavor, say)
     if failures:
         raise KmiError("\n".join(failures))
@@ -280,7 +289,7 @@ def run_download(name: str) -> None:
         _image_check(target, entry),
     )
     how = f"fetched {fetched.transferred} bytes" if fetched.transferred else "in the cache"
-    print(f"{name}: {entry.release} {how}, {entry.digest[:19]}… verified", flush=True)
+    say(f"{name}: {entry.release} {how}, {entry.digest[:19]}… verified")
     write_receipt(
         CTX.paths.receipt(name, "download"),
         download_key(entry, compression),
@@ -323,7 +332,7 @@ def run_checksum(name: str) -> None:
         raise KmiError(f"{name}: not pinned in the lock; run: doit download:{name}")
     entry, dkey = state
     checked = verify_cached(CTX.paths, name, entry, target.flavor.upstream.compression)
-    print(f"{name}: {checked} cached bytes match {entry.digest[:19]}…", flush=True)
+    say(f"{name}: {checked} cached bytes match {entry.digest[:19]}…")
     write_receipt(
         CTX.paths.receipt(name, "checksum"),
         checksum_key(entry, dkey),
@@ -376,14 +385,11 @@ def run_sysprep(name: str) -> None:
     source = CTX.paths.image(entry.digest, target.flavor.upstream.compression)
     output = CTX.paths.sysprep_image(name)
     log = CTX.paths.log(name, "sysprep")
-    print(f"{name}: customizing (log: {log})", flush=True)
+    say(f"{name}: customizing (log: {log})")
     made = sysprep_stage.sysprep(target, source, output, log, host, CTX.libguestfs_env)
     if made["skipped_guest_steps"]:
-        print(f"{name}: guest steps left out as the catalogue says: {made['skipped_guest_steps']}")
-    print(
-        f"{name}: upstream {source.stat().st_size} bytes -> sysprep {made['size']} bytes",
-        flush=True,
-    )
+        say(f"{name}: guest steps left out as the catalogue says: {made['skipped_guest_steps']}")
+    say(f"{name}: upstream {source.stat().st_size} bytes -> sysprep {made['size']} bytes")
     write_receipt(CTX.paths.receipt(name, "sysprep"), key, {"target": name, **made})
 
 
@@ -415,10 +421,9 @@ def run_sparsify(name: str) -> None:
     made = sparsify_stage.sparsify(
         CTX.paths.sysprep_image(name), CTX.paths.disk(name), log, CTX.libguestfs_env
     )
-    print(
+    say(
         f"{name}: sysprep {made['sysprep_size']} bytes -> final {made['final_size']} bytes "
-        f"({CTX.paths.disk(name)})",
-        flush=True,
+        f"({CTX.paths.disk(name)})"
     )
     write_receipt(CTX.paths.receipt(name, "sparsify"), key, {"target": name, **made})
 
@@ -465,7 +470,7 @@ def run_build(name: str) -> None:
     meter = Progress(f"{name}: pack", disk.stat().st_size, CTX.settings.progress)
     made = containerdisk.containerize(disk, layout, spec, compression, meter.advance)
     meter.finish()
-    print(f"{name}: containerdisk {made['manifest'][:19]}… in {layout}", flush=True)
+    say(f"{name}: containerdisk {made['manifest'][:19]}… in {layout}")
     write_receipt(CTX.paths.receipt(name, "build"), key, {"target": name, **made})
 
 
@@ -504,21 +509,16 @@ def run_test(name: str) -> None:
         CTX.accel_for(arch), CTX.settings.test_timeout(arch), CTX.settings.test_memory
     )
     logs = CTX.paths.log(name, "test").parent
-    report = boottest.boot_test(target, disk, logs, options, _say)
+    report = boottest.boot_test(target, disk, logs, options, say)
     boottest.write_results(report, logs / "test-checks.json")
     results.record(CTX.paths.results(), CTX.run_id, report.to_json(), "tests")
     if report.failed is not None:
         raise KmiError(boottest.failure_message(report, logs / "test-console.log"))
-    print(
+    say(
         f"{name}: passed boot, cloud-init, agent and ssh in {report.seconds:.0f} s "
-        f"({options.accel})",
-        flush=True,
+        f"({options.accel})"
     )
     write_receipt(CTX.paths.receipt(name, "test"), key, report.to_json())
-
-
-def _say(line: str) -> None:
-    print(line, flush=True)
 
 
 def task_test() -> Iterator[TaskDict]:
@@ -530,7 +530,16 @@ def task_test() -> Iterator[TaskDict]:
 
 
 class KmiReporter(ConsoleReporter):  # type: ignore[misc]
-    """doit's console reporter, with failures as `FAILED task: message` and a summary."""
+    """doit's console reporter, with failures as `FAILED task: message` and a summary.
+    Only `doit run` makes one: it takes the build folder's lock (list and info do not)."""
+
+    def initialize(self, tasks: Any, selected_tasks: Any) -> None:
+        try:
+            CTX.hold_build_folder()
+        except KmiError as err:
+            self.write(f"ERROR: {err}\n")
+            raise SystemExit(3) from None
+        super().initialize(tasks, selected_tasks)
 
     def _write_failure(self, result: dict[str, Any], write_exception: bool = True) -> None:
         fail, task = result["exception"], result["task"]
