@@ -1,5 +1,6 @@
 """kmi: KubeVirt machine images as a doit task graph. `doit list` shows the task families."""
 
+from kmi.ci import task_ci_matrix
 from kmi.images import task_docs, task_manifest, task_publish
 from kmi.tasks import (
     doit_config,
@@ -18,6 +19,7 @@ __all__ = [
     "DOIT_CONFIG",
     "task_build",
     "task_checksum",
+    "task_ci_matrix",
     "task_discover",
     "task_docs",
     "task_download",

@@ -217,6 +217,11 @@ def test_the_final_disk_boots_to_every_check(built: Built) -> None:
     assert _sha256(disk) == before  # booted through a throw-away overlay
     again = built.project.doit(f"test:{TARGET}")
     assert again.code == 0 and again.ran() == set(), again.out
+    stale = built.project.doit("ci-matrix", "only=stale")  # CI: only what needs a job
+    assert stale.code == 0, stale.out
+    jobs = json.loads((built.project.work / "build" / "ci-matrix.json").read_text())["include"]
+    assert TARGET not in [j["target"] for j in jobs]
+    assert "debian-12-amd64" in [j["target"] for j in jobs]
 
 
 def test_the_real_disk_is_published_and_reads_back_byte_for_byte(

@@ -10,6 +10,8 @@ from kmi.errors import KmiError
 
 # Boot-test deadlines that hold under TCG on a small machine; KVM needs far less.
 DEFAULT_TEST_TIMEOUTS = (("amd64", 900.0), ("arm64", 1800.0), ("s390x", 1800.0))
+# GitHub-hosted runner labels per arch (the labels the issue names); s390x has none by default
+DEFAULT_CI_RUNNERS = (("amd64", "ubuntu-24.04"), ("arm64", "ubuntu-24.04-arm"))
 TIERS = ("planned", "preview", "proposed", "stable")
 TRUE_WORDS = {"1", "true", "yes", "on"}
 FALSE_WORDS = {"0", "false", "no", "off", ""}
@@ -39,6 +41,7 @@ class Settings:
     test_memory: int = 2048  # MiB of guest memory for boot tests
     untested_tiers: frozenset[str] = frozenset({"preview"})  # may publish without a boot test
     docs_dir: Path = Path("docs/images")
+    ci_runners: tuple[tuple[str, str], ...] = DEFAULT_CI_RUNNERS  # arch -> CI runner label
 
     def test_timeout(self, arch: str) -> float:
         return dict(self.test_timeouts).get(arch, max(t for _, t in self.test_timeouts))
@@ -93,6 +96,21 @@ def _timeouts(env: dict[str, str]) -> tuple[tuple[str, float], ...]:
         raise KmiError(hint) from None
     if any(v <= 0 for v in found.values()):
         raise KmiError(f"{hint}; every timeout must be above 0")
+    return tuple(found.items())
+
+
+def _runners(env: dict[str, str]) -> tuple[tuple[str, str], ...]:
+    """KMI_CI_RUNNERS: arch=label pairs, each replacing that arch's default label."""
+    raw = env.get("KMI_CI_RUNNERS", "").strip()
+    found = dict(DEFAULT_CI_RUNNERS)
+    for pair in filter(None, (p.strip() for p in raw.split(","))):
+        arch, _, label = pair.partition("=")
+        if arch.strip() not in {"amd64", "arm64", "s390x"} or not label.strip():
+            raise KmiError(
+                f"KMI_CI_RUNNERS={raw!r}: expected arch=label pairs, e.g. "
+                "arm64=ubuntu-24.04-arm,s390x=my-s390x-runner"
+            )
+        found[arch.strip()] = label.strip()
     return tuple(found.items())
 
 
@@ -151,4 +169,5 @@ def load_settings(env: dict[str, str] | None = None, root: Path | None = None) -
         test_memory=int(_number(env, "KMI_TEST_MEMORY", 2048)),
         untested_tiers=_tiers(env),
         docs_dir=root / env.get("KMI_DOCS_DIR", "docs/images"),
+        ci_runners=_runners(env),
     )

@@ -1,0 +1,75 @@
+"""`doit ci-matrix`: the CI job matrix, one job per target on a runner of its arch, written
+from the catalogue and the lock (.github/workflows/kmi.yml reads it).
+
+    doit ci-matrix               every maintained target
+    doit ci-matrix only=stale    only targets whose containerdisk or boot test is not current
+
+The matrix goes to build/ci-matrix.json (GitHub's `strategy.matrix` shape: {"include": [...]})
+and to stdout. Targets of an arch with no runner label are left out, and said so on stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from kmi.catalogue import Target
+from kmi.errors import KmiError
+from kmi.files import write_if_changed
+from kmi.progress import say
+from kmi.tasks import CTX, TaskDict, build_is_current, guarded, test_passed
+
+
+def matrix(targets: Iterable[Target], runners: Mapping[str, str]) -> dict[str, Any]:
+    """GitHub's matrix: one entry per target that has a runner for its arch."""
+    include = [
+        {
+            "target": t.name,
+            "image": t.image,
+            "flavor": t.flavor.name,
+            "version": t.version.version,
+            "arch": str(t.arch),
+            "runner": runners[str(t.arch)],
+        }
+        for t in targets
+        if str(t.arch) in runners
+    ]
+    return {"include": include}
+
+
+def is_stale(target: Target) -> bool:
+    """Its containerdisk or its boot test is not current in this build folder."""
+    return not (build_is_current(target.name) and test_passed(target))
+
+
+def run_ci_matrix(only: str) -> None:
+    if only not in ("", "stale"):
+        raise KmiError(f"ci-matrix only={only!r}: expected only=stale, or nothing for every target")
+    runners = dict(CTX.settings.ci_runners)
+    targets = [t for t in CTX.targets.values() if not only or is_stale(t)]
+    left_out = sorted({str(t.arch) for t in targets} - set(runners))
+    for arch in left_out:
+        names = ", ".join(t.name for t in targets if str(t.arch) == arch)
+        sys.stderr.write(
+            f"ci-matrix: no runner for {arch}, left out: {names} "
+            f"(set KMI_CI_RUNNERS={arch}=<runner label>)\n"
+        )
+    found = matrix(targets, runners)
+    text = json.dumps(found, separators=(",", ":"))
+    path = CTX.paths.build / "ci-matrix.json"
+    write_if_changed(path, text + "\n")
+    say(text)
+
+
+def task_ci_matrix() -> TaskDict:
+    """Print the CI job matrix (JSON, one job per target with its arch's runner label)."""
+    from doit import get_var
+
+    return {
+        "basename": "ci-matrix",
+        "actions": [(guarded(run_ci_matrix), [get_var("only", "")])],
+        "uptodate": [False],
+        "verbosity": 2,
+    }

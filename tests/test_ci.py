@@ -1,0 +1,101 @@
+"""The CI matrix from the catalogue, and the ready GitHub workflow that uses it, validated
+offline against the GitHub workflow schema bundled with check-jsonschema."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from kmi.catalogue import load_catalogue, targets_of
+from tests.conftest import REPO, Project
+
+WORKFLOW = REPO / ".github" / "workflows" / "kmi.yml"
+
+
+def test_the_workflow_is_valid_for_github() -> None:
+    checker = Path(sys.executable).with_name("check-jsonschema")
+    done = subprocess.run(
+        [str(checker), "--builtin-schema", "vendor.github-workflows", str(WORKFLOW)],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_the_workflow_runs_task_families_that_exist(project: Project) -> None:
+    families = {line.split()[0] for line in project.doit("list").out.splitlines()}
+    workflow = yaml.safe_load(WORKFLOW.read_text())
+    runs = [
+        step["run"] for job in workflow["jobs"].values() for step in job["steps"] if "run" in step
+    ]
+    called = {
+        word.split(":")[0]
+        for run in runs
+        for command in re.findall(r"\.venv/bin/doit ([^\n]+)", run)
+        for word in re.sub(r"\$\{\{.*?\}\}", "T", command).split()
+    }
+    assert called == {"discover", "docs", "ci-matrix", "build", "test", "manifest", "publish"}
+    assert called <= families
+    build = workflow["jobs"]["build"]
+    assert build["runs-on"] == "${{ matrix.runner }}"
+    assert build["strategy"]["matrix"] == "${{ fromJSON(needs.discover.outputs.matrix) }}"
+
+
+def test_the_matrix_has_one_job_per_target_on_a_runner_of_its_arch(project: Project) -> None:
+    done = project.doit("ci-matrix")
+    assert done.code == 0, done.out
+    written = json.loads((project.work / "build" / "ci-matrix.json").read_text())
+    assert json.loads(_printed(done.out)) == written  # printed as well
+    catalogue = load_catalogue(project.catalogue)
+    every = [t for f in catalogue.flavors for t in targets_of(f)]
+    expected = [t.name for t in every if str(t.arch) != "s390x"]
+    assert [job["target"] for job in written["include"]] == expected
+    runners = {job["arch"]: job["runner"] for job in written["include"]}
+    assert runners == {"amd64": "ubuntu-24.04", "arm64": "ubuntu-24.04-arm"}
+    fedora = next(j for j in written["include"] if j["target"] == "fedora-42-arm64")
+    assert fedora == {
+        "target": "fedora-42-arm64",
+        "image": "fedora-42",
+        "flavor": "fedora",
+        "version": "42",
+        "arch": "arm64",
+        "runner": "ubuntu-24.04-arm",
+    }
+    assert "ci-matrix: no runner for s390x, left out: " in done.out
+    assert "(set KMI_CI_RUNNERS=s390x=<runner label>)" in done.out
+
+
+def test_runner_labels_come_from_the_environment(project: Project) -> None:
+    done = project.doit("ci-matrix", KMI_CI_RUNNERS="arm64=my-arm,s390x=my-z")
+    assert done.code == 0, done.out
+    jobs = json.loads((project.work / "build" / "ci-matrix.json").read_text())["include"]
+    assert {j["arch"]: j["runner"] for j in jobs} == {
+        "amd64": "ubuntu-24.04",
+        "arm64": "my-arm",
+        "s390x": "my-z",
+    }
+    assert "no runner" not in done.out
+    bad = project.doit("ci-matrix", KMI_CI_RUNNERS="riscv64=x")
+    assert bad.code != 0
+    assert "KMI_CI_RUNNERS='riscv64=x': expected arch=label pairs" in bad.out
+    assert "Traceback" not in bad.out
+
+
+def _printed(out: str) -> str:
+    """The matrix line of a ci-matrix run's output."""
+    return next(line for line in out.splitlines() if line.startswith('{"include":'))
+
+
+def test_only_stale_targets_and_a_bad_filter(project: Project) -> None:
+    stale = project.doit("ci-matrix", "only=stale")
+    assert stale.code == 0, stale.out
+    every = project.doit("ci-matrix")
+    assert _printed(stale.out) == _printed(every.out)  # nothing is built here
+    bad = project.doit("ci-matrix", "only=fresh")
+    assert bad.code == 1
+    assert "FAILED ci-matrix: ci-matrix only='fresh': expected only=stale" in bad.out
