@@ -28,6 +28,7 @@ def test_list_shows_families_and_every_target(project: Project) -> None:
     assert [line.split()[0] for line in families.out.splitlines()] == [
         "build",
         "checksum",
+        "ci-matrix",
         "discover",
         "docs",
         "download",
