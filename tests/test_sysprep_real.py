@@ -42,7 +42,10 @@ def built(tmp_path_factory: pytest.TempPathFactory, gpg_key: SigningKey) -> Iter
     debian(upstreams)
     catalogue = pin_key(REPO / "distros", work / "distros", gpg_key)
     fixture_image.add_flavor(catalogue, made, gpg_key)
-    project = Project(work, catalogue, environment(catalogue, work, server.url))
+    shared = str(work / "shared-stage-cache")  # what a second machine will restore from
+    project = Project(
+        work, catalogue, environment(catalogue, work, server.url, KMI_CACHE_URL=shared)
+    )
     run = project.doit(f"build:{TARGET}", "checksum:debian-12-amd64")
     assert run.code == 0, run.out
     yield Built(project, run.out, made / "fixture.qcow2")
@@ -154,6 +157,50 @@ def test_logs_hold_each_tool_run(built: Built) -> None:
     sysprep = (logs / "sysprep.log").read_text()
     assert "$ " in sysprep and "virt-customize" in sysprep and "virt-sysprep" in sysprep
     assert "[exit 0]" in (logs / "sparsify.log").read_text()
+
+
+def test_a_second_machine_restores_every_stage_from_the_shared_cache(
+    built: Built, tmp_path: Path
+) -> None:
+    """Another build folder and download cache, the same KMI_CACHE_URL: no libguestfs run,
+    the same digests; a damaged entry is reported and rebuilt, never used."""
+    first = built.project.work / "build" / TARGET
+    for stage in ("sysprep", "sparsify", "build"):
+        assert f"{TARGET}: {stage} added to the stage cache" in built.first
+    env = {
+        **built.project.env,
+        "KMI_BUILD_DIR": str(tmp_path / "build"),
+        "KMI_CACHE_DIR": str(tmp_path / "cache"),
+    }
+    second = Project(built.project.work, built.project.catalogue, env)
+    run = second.doit(f"build:{TARGET}")
+    assert run.code == 0, run.out
+    for stage in ("sysprep", "sparsify", "build"):
+        assert f"{TARGET}: {stage} restored from the stage cache" in run.out
+    mine = tmp_path / "build" / TARGET
+    assert not (mine / "logs" / "sysprep.log").exists()  # virt-customize never ran here
+    assert not (mine / "logs" / "sparsify.log").exists()
+    receipt = json.loads((first / "build.json").read_text())
+    assert json.loads((mine / "build.json").read_text())["manifest"] == receipt["manifest"]
+    assert _sha256(mine / "disk.qcow2") == _sha256(first / "disk.qcow2")
+    # damage the build entry: the third machine notices, ignores it and packs the disk itself
+    entry = next(Path(built.project.env["KMI_CACHE_URL"], "build").iterdir())
+    blob = max((entry / "oci" / "blobs" / "sha256").iterdir(), key=lambda p: p.stat().st_size)
+    with blob.open("r+b") as damaged:
+        damaged.seek(1000)
+        damaged.write(b"\xff")
+    third_build = tmp_path / "build3"
+    third = Project(
+        built.project.work, built.project.catalogue, {**env, "KMI_BUILD_DIR": str(third_build)}
+    )
+    run = third.doit(f"build:{TARGET}")
+    assert run.code == 0, run.out
+    assert f"stage cache entry {entry} is damaged (oci/blobs/sha256/{blob.name}:" in run.out
+    assert f"{TARGET}: containerdisk {receipt['manifest'][:19]}" in run.out  # packed again
+    assert (
+        json.loads((third_build / TARGET / "build.json").read_text())["manifest"]
+        == receipt["manifest"]
+    )
 
 
 def test_second_run_does_nothing_and_a_package_change_reruns_only_its_targets(

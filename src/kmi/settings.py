@@ -42,6 +42,7 @@ class Settings:
     untested_tiers: frozenset[str] = frozenset({"preview"})  # may publish without a boot test
     docs_dir: Path = Path("docs/images")
     ci_runners: tuple[tuple[str, str], ...] = DEFAULT_CI_RUNNERS  # arch -> CI runner label
+    stage_cache: str | None = None  # KMI_CACHE_URL: the shared stage cache (a folder)
 
     def test_timeout(self, arch: str) -> float:
         return dict(self.test_timeouts).get(arch, max(t for _, t in self.test_timeouts))
@@ -170,4 +171,5 @@ def load_settings(env: dict[str, str] | None = None, root: Path | None = None) -
         untested_tiers=_tiers(env),
         docs_dir=root / env.get("KMI_DOCS_DIR", "docs/images"),
         ci_runners=_runners(env),
+        stage_cache=env.get("KMI_CACHE_URL", "").strip() or None,
     )

@@ -36,6 +36,7 @@ from kmi.stages.download import download, download_key
 
 if TYPE_CHECKING:  # heavy (requests, sh): imported when an action needs the network
     from kmi.net import Http
+    from kmi.stagecache import DirCache
 
 TaskDict = dict[str, Any]
 
@@ -102,6 +103,13 @@ class Context:
                 f"{build}: another doit run (pid {{pid}}) is using this build folder; wait for "
                 "it to finish, or give this run its own KMI_BUILD_DIR",
             )
+
+    @cached_property
+    def stage_cache(self) -> DirCache | None:
+        from kmi.stagecache import DirCache
+
+        where = self.settings.stage_cache
+        return DirCache.parse(where) if where else None
 
     @cached_property
     def host_accel(self) -> str:
@@ -247,6 +255,28 @@ def _current(name: str, stage: str, key: str | None, output: Path) -> bool:
     return key is not None and is_current(CTX.paths.receipt(name, stage), key) and output.exists()
 
 
+def _restored(stage: str, name: str, key: str, output: Path) -> bool:
+    """Restore the stage's output from the shared stage cache, if it holds the key."""
+    cache = CTX.stage_cache
+    if cache is None:
+        return False
+    details = cache.fetch(stage, key, output, say)
+    if details is None:
+        return False
+    entry = cache.entry(stage, key)
+    write_receipt(CTX.paths.receipt(name, stage), key, {**details, "restored_from": str(entry)})
+    say(f"{name}: {stage} restored from the stage cache ({entry})")
+    return True
+
+
+def _finish(stage: str, name: str, key: str, output: Path, details: dict[str, Any]) -> None:
+    """The receipt, written last; then the output is offered to the shared stage cache."""
+    write_receipt(CTX.paths.receipt(name, stage), key, details)
+    cache = CTX.stage_cache
+    if cache is not None and cache.store(stage, key, output, details):
+        say(f"{name}: {stage} added to the stage cache ({cache.entry(stage, key)})")
+
+
 def download_is_current(name: str) -> bool:
     target = CTX.targets[name]
     state = _download_state(target)
@@ -384,13 +414,15 @@ def run_sysprep(name: str) -> None:
     key = sysprep_stage.sysprep_key(target, state[1], CTX.versions_of(sysprep_stage.TOOLS), host)
     source = CTX.paths.image(entry.digest, target.flavor.upstream.compression)
     output = CTX.paths.sysprep_image(name)
+    if _restored("sysprep", name, key, output):
+        return
     log = CTX.paths.log(name, "sysprep")
     say(f"{name}: customizing (log: {log})")
     made = sysprep_stage.sysprep(target, source, output, log, host, CTX.libguestfs_env)
     if made["skipped_guest_steps"]:
         say(f"{name}: guest steps left out as the catalogue says: {made['skipped_guest_steps']}")
     say(f"{name}: upstream {source.stat().st_size} bytes -> sysprep {made['size']} bytes")
-    write_receipt(CTX.paths.receipt(name, "sysprep"), key, {"target": name, **made})
+    _finish("sysprep", name, key, output, {"target": name, **made})
 
 
 def task_sysprep() -> Iterator[TaskDict]:
@@ -417,6 +449,8 @@ def run_sparsify(name: str) -> None:
     key = _sparsify_key(CTX.targets[name])
     if key is None:
         raise KmiError(f"{name}: no customized image; run: doit sysprep:{name}")
+    if _restored("sparsify", name, key, CTX.paths.disk(name)):
+        return
     log = CTX.paths.log(name, "sparsify")
     made = sparsify_stage.sparsify(
         CTX.paths.sysprep_image(name), CTX.paths.disk(name), log, CTX.libguestfs_env
@@ -425,7 +459,7 @@ def run_sparsify(name: str) -> None:
         f"{name}: sysprep {made['sysprep_size']} bytes -> final {made['final_size']} bytes "
         f"({CTX.paths.disk(name)})"
     )
-    write_receipt(CTX.paths.receipt(name, "sparsify"), key, {"target": name, **made})
+    _finish("sparsify", name, key, CTX.paths.disk(name), {"target": name, **made})
 
 
 def task_sparsify() -> Iterator[TaskDict]:
@@ -466,12 +500,14 @@ def run_build(name: str) -> None:
         raise KmiError(f"{name}: no final disk; run: doit sparsify:{name}")
     key, spec = state
     disk, layout = CTX.paths.disk(name), CTX.paths.layout(name)
+    if _restored("build", name, key, layout):
+        return
     compression = cast(oci.Compression, CTX.settings.layer_compression)
     meter = Progress(f"{name}: pack", disk.stat().st_size, CTX.settings.progress)
     made = containerdisk.containerize(disk, layout, spec, compression, meter.advance)
     meter.finish()
     say(f"{name}: containerdisk {made['manifest'][:19]}… in {layout}")
-    write_receipt(CTX.paths.receipt(name, "build"), key, {"target": name, **made})
+    _finish("build", name, key, layout, {"target": name, **made})
 
 
 def task_build() -> Iterator[TaskDict]:
