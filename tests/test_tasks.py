@@ -12,7 +12,7 @@ from pathlib import Path
 
 from kmi.demo.layouts import centos, debian
 from kmi.demo.server import MirrorServer
-from kmi.demo.upstreams import SigningKey, Upstreams
+from kmi.demo.upstreams import SigningKey, Upstreams, pin_key
 from kmi.files import hold
 from kmi.lock import read_lock
 from tests.conftest import REPO, Project
@@ -305,3 +305,18 @@ def test_parallel_tasks_share_the_terminal_line_by_line(
             r"(\.  |-- )?(download|checksum):debian-\S+|debian-1[23]-\w+: .+", line
         ), line
     assert "\r" not in done.out  # no bar redrawn over another task's line
+
+
+def test_the_catalogue_copy_drops_flavors_the_source_lacks(
+    tmp_path: Path, gpg_key: SigningKey
+) -> None:
+    """The demo runs again on its old folder: a flavor an earlier run added must not stay."""
+    dest = tmp_path / "distros"
+    dest.mkdir()
+    (dest / "fixture.yaml").write_text("name: fixture\n")
+    (dest / "lock.json").write_text("{}")
+    pin_key(REPO / "distros", dest, gpg_key)
+    assert sorted(p.name for p in dest.glob("*.yaml")) == sorted(
+        p.name for p in (REPO / "distros").glob("*.yaml")
+    )
+    assert (dest / "lock.json").read_text() == "{}"  # the lock is kept

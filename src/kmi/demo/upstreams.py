@@ -280,6 +280,9 @@ class Upstreams:
 def pin_key(source: Path, dest: Path, key: SigningKey) -> Path:
     """Copy the catalogue to `dest`, trusting `key` (and only it) wherever upstream signs."""
     dest.mkdir(parents=True, exist_ok=True)
+    for stale in dest.glob("*.yaml"):  # e.g. the fixture flavor a previous demo run added
+        if not (source / stale.name).exists():
+            stale.unlink()
     (dest / "local-key.asc").write_bytes(key.public)
     for path in sorted(source.glob("*.yaml")):
         data = yaml.safe_load(path.read_text())
