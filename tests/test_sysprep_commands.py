@@ -90,8 +90,9 @@ def test_foreign_arch_with_guest_steps_fails_at_once() -> None:
         stage.skips_guest_steps(fedora, "amd64")
     assert str(err.value) == (
         "fedora-42-arm64: sysprep runs guest programs (packages, services, selinux_relabel), "
-        "which needs an arm64 host and this one is amd64; build it on an arm64 machine, or add "
-        f"arm64 to customize.without_guest_steps in {REPO}/distros/fedora.yaml"
+        "which needs an arm64 host and this one is amd64; build it on an arm64 machine (with "
+        "KMI_CACHE_URL set, this one restores it from there), or add arm64 to "
+        f"customize.without_guest_steps in {REPO}/distros/fedora.yaml"
     )
 
 

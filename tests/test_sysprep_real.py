@@ -17,6 +17,7 @@ import pytest
 
 from kmi.demo import fixture as fixture_image
 from kmi.demo.layouts import debian
+from kmi.demo.registry import RegistryServer
 from kmi.demo.server import MirrorServer
 from kmi.demo.upstreams import SigningKey, Upstreams, environment, pin_key
 from tests.conftest import REPO, Project
@@ -30,6 +31,7 @@ class Built:
     project: Project
     first: str  # output of the first build
     source: Path  # the upstream image as served
+    registry: RegistryServer  # holds the shared stage cache
 
 
 @pytest.fixture(scope="module")
@@ -42,13 +44,15 @@ def built(tmp_path_factory: pytest.TempPathFactory, gpg_key: SigningKey) -> Iter
     debian(upstreams)
     catalogue = pin_key(REPO / "distros", work / "distros", gpg_key)
     fixture_image.add_flavor(catalogue, made, gpg_key)
-    shared = str(work / "shared-stage-cache")  # what a second machine will restore from
+    registry = RegistryServer(work / "registry").start()  # the shared stage cache
+    shared = f"docker://{registry.host}/kmi-cache"
     project = Project(
         work, catalogue, environment(catalogue, work, server.url, KMI_CACHE_URL=shared)
     )
     run = project.doit(f"build:{TARGET}", "checksum:debian-12-amd64")
     assert run.code == 0, run.out
-    yield Built(project, run.out, made / "fixture.qcow2")
+    yield Built(project, run.out, made / "fixture.qcow2", registry)
+    registry.stop()
     server.stop()
 
 
@@ -162,8 +166,9 @@ def test_logs_hold_each_tool_run(built: Built) -> None:
 def test_a_second_machine_restores_every_stage_from_the_shared_cache(
     built: Built, tmp_path: Path
 ) -> None:
-    """Another build folder and download cache, the same KMI_CACHE_URL: no libguestfs run,
-    the same digests; a damaged entry is reported and rebuilt, never used."""
+    """Another build folder and download cache, the same KMI_CACHE_URL (a registry on
+    loopback): no libguestfs run, the same digests; a damaged entry is reported and
+    rebuilt, never used."""
     first = built.project.work / "build" / TARGET
     for stage in ("sysprep", "sparsify", "build"):
         assert f"{TARGET}: {stage} added to the stage cache" in built.first
@@ -184,9 +189,19 @@ def test_a_second_machine_restores_every_stage_from_the_shared_cache(
     assert json.loads((mine / "build.json").read_text())["manifest"] == receipt["manifest"]
     assert _sha256(mine / "disk.qcow2") == _sha256(first / "disk.qcow2")
     # damage the build entry: the third machine notices, ignores it and packs the disk itself
-    entry = next(Path(built.project.env["KMI_CACHE_URL"], "build").iterdir())
-    blob = max((entry / "oci" / "blobs" / "sha256").iterdir(), key=lambda p: p.stat().st_size)
-    with blob.open("r+b") as damaged:
+    entry = json.loads((mine / "build.json").read_text())["restored_from"]
+    assert entry.startswith(f"{built.registry.host}/kmi-cache:build-")
+    shown = subprocess.run(
+        ["skopeo", "inspect", "--raw", "--tls-verify=false", f"docker://{entry}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    layer = max(json.loads(shown.stdout)["layers"], key=lambda d: d["size"])
+    blob = Path(layer["annotations"]["org.opencontainers.image.title"])
+    hexdigest = layer["digest"].removeprefix("sha256:")
+    storage = built.registry.folder / "storage/docker/registry/v2/blobs/sha256"
+    with (storage / hexdigest[:2] / hexdigest / "data").open("r+b") as damaged:
         damaged.seek(1000)
         damaged.write(b"\xff")
     third_build = tmp_path / "build3"
@@ -195,7 +210,7 @@ def test_a_second_machine_restores_every_stage_from_the_shared_cache(
     )
     run = third.doit(f"build:{TARGET}")
     assert run.code == 0, run.out
-    assert f"stage cache entry {entry} is damaged (oci/blobs/sha256/{blob.name}:" in run.out
+    assert f"stage cache entry {entry} is damaged ({blob}: sha256:" in run.out
     assert f"{TARGET}: containerdisk {receipt['manifest'][:19]}" in run.out  # packed again
     assert (
         json.loads((third_build / TARGET / "build.json").read_text())["manifest"]

@@ -6,15 +6,19 @@ import ast
 import json
 import lzma
 import os
+import platform
 import re
 import shutil
 from pathlib import Path
+
+import pytest
 
 from kmi.demo.layouts import centos, debian
 from kmi.demo.server import MirrorServer
 from kmi.demo.upstreams import SigningKey, Upstreams, pin_key
 from kmi.files import hold
 from kmi.lock import read_lock
+from kmi.stagecache import DirCache
 from tests.conftest import REPO, Project
 
 
@@ -320,3 +324,36 @@ def test_the_catalogue_copy_drops_flavors_the_source_lacks(
         p.name for p in (REPO / "distros").glob("*.yaml")
     )
     assert (dest / "lock.json").read_text() == "{}"  # the lock is kept
+
+
+def test_an_arm64_sysprep_this_host_cannot_run_is_restored_from_the_stage_cache(
+    project: Project, upstreams: Upstreams
+) -> None:
+    """debian-12-arm64 installs packages, which needs an arm64 host. Here (amd64) the stage
+    looks up the key an arm64 machine's build has: absent, one line naming the entry; once
+    that machine has added it, it is restored and counts as done."""
+    if platform.machine() != "x86_64":
+        pytest.skip(f"needs an amd64 host to be the foreign one; this is {platform.machine()}")
+    debian(upstreams)
+    cache = project.work / "shared"
+    target = "debian-12-arm64"
+    assert project.doit("discover:debian").code == 0
+    missing = project.doit(f"sysprep:{target}", KMI_CACHE_URL=str(cache))
+    assert missing.code == 1
+    found = re.search(r"; the stage cache has no (\S+)\n", missing.out)
+    assert found, missing.out
+    assert "which needs an arm64 host and this one is amd64" in missing.out
+    entry = Path(found.group(1))
+    assert entry.parent == cache / "sysprep"
+    # what the arm64 machine added: its sysprep.qcow2 under that key
+    made = project.work / "arm64-machine" / "sysprep.qcow2"
+    made.parent.mkdir()
+    made.write_bytes(b"QFI\xfb" + b"\0" * 4096)
+    assert DirCache(cache).store("sysprep", entry.name, made, {"target": target}, print)
+    restored = project.doit(f"sysprep:{target}", KMI_CACHE_URL=str(cache))
+    assert restored.code == 0, restored.out
+    assert f"{target}: sysprep restored from the stage cache ({entry})" in restored.out
+    mine = project.work / "build" / target / "sysprep.qcow2"
+    assert mine.read_bytes() == made.read_bytes()
+    again = project.doit(f"sysprep:{target}", KMI_CACHE_URL=str(cache))
+    assert again.code == 0 and again.ran() == set()  # done: the receipt holds the same key

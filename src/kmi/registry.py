@@ -215,12 +215,13 @@ class Client:
         ok: tuple[int, ...],
         headers: Mapping[str, str] | None = None,
         body: Callable[[], Any] | None = None,
+        stream: bool = False,
     ) -> requests.Response:
         """One API call with auth, retries on transient failures, and `ok` statuses only."""
         what = f"{method} {url.split('?', 1)[0]}"
         result: requests.Response = retrying(
             what,
-            lambda: self._attempt(method, repository, url, ok, headers, body),
+            lambda: self._attempt(method, repository, url, ok, headers, body, stream),
             self.retries,
             self.backoff,
         )
@@ -234,13 +235,14 @@ class Client:
         ok: tuple[int, ...],
         headers: Mapping[str, str] | None = None,
         body: Callable[[], Any] | None = None,
+        stream: bool = False,
     ) -> requests.Response:
         """One try: a transient failure raises Transient for the caller's retry loop."""
         for _ in range(2):  # the second try carries the credentials a 401 asked for
             sent = dict(headers or {})
             if repository in self._auth:
                 sent["Authorization"] = self._auth[repository]
-            response = self._send(method, url, sent, body)
+            response = self._send(method, url, sent, body, stream)
             if response.status_code != 401:
                 break
             self._login(repository, response)
@@ -259,11 +261,17 @@ class Client:
         url: str,
         headers: dict[str, str],
         body: Callable[[], Any] | None,
+        stream: bool = False,
     ) -> requests.Response:
         try:
             if body is None:
                 return self.session.request(
-                    method, url, headers=headers, timeout=self.timeout, allow_redirects=True
+                    method,
+                    url,
+                    headers=headers,
+                    timeout=self.timeout,
+                    allow_redirects=True,
+                    stream=stream,
                 )
             with body() as data:
                 return self.session.request(
@@ -290,6 +298,40 @@ class Client:
             return digest
         got = self.request("GET", repository, url, (200,), {"Accept": ACCEPT})
         return "sha256:" + hashlib.sha256(got.content).hexdigest()
+
+    def get_manifest(self, repository: str, reference: str) -> bytes | None:
+        """A manifest's bytes, or None when the registry lacks it."""
+        url = self.url(repository, f"manifests/{reference}")
+        response = self.request("GET", repository, url, (200, 404), {"Accept": ACCEPT})
+        return None if response.status_code == 404 else response.content
+
+    def get_blob(
+        self, repository: str, digest: str, out: IO[bytes], advance: Callable[[int], None]
+    ) -> tuple[int, str]:
+        """Stream one blob into `out`; (size, sha256 hex) of what arrived, for the caller to
+        check against what it expected. A broken transfer starts the blob again."""
+        url = self.url(repository, f"blobs/{digest}")
+        start = out.tell()
+
+        def attempt() -> tuple[int, str]:
+            out.seek(start)
+            out.truncate()
+            hasher, size = hashlib.sha256(), 0
+            with self._attempt("GET", repository, url, (200,), stream=True) as response:
+                try:
+                    for block in response.iter_content(BLOCK):
+                        hasher.update(block)
+                        out.write(block)
+                        size += len(block)
+                        advance(len(block))
+                except (requests.ConnectionError, requests.Timeout) as err:
+                    raise Transient(f"transfer broke ({type(err).__name__})") from None
+            return size, hasher.hexdigest()
+
+        got: tuple[int, str] = retrying(
+            f"download of {digest[:19]} from {repository}", attempt, self.retries, self.backoff
+        )
+        return got
 
     def has_blob(self, repository: str, digest: str) -> bool:
         url = self.url(repository, f"blobs/{digest}")

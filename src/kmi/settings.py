@@ -42,7 +42,7 @@ class Settings:
     untested_tiers: frozenset[str] = frozenset({"preview"})  # may publish without a boot test
     docs_dir: Path = Path("docs/images")
     ci_runners: tuple[tuple[str, str], ...] = DEFAULT_CI_RUNNERS  # arch -> CI runner label
-    stage_cache: str | None = None  # KMI_CACHE_URL: the shared stage cache (a folder)
+    stage_cache: str | None = None  # KMI_CACHE_URL: the shared stage cache (folder or registry)
 
     def test_timeout(self, arch: str) -> float:
         return dict(self.test_timeouts).get(arch, max(t for _, t in self.test_timeouts))

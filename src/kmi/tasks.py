@@ -36,7 +36,7 @@ from kmi.stages.download import download, download_key
 
 if TYPE_CHECKING:  # heavy (requests, sh): imported when an action needs the network
     from kmi.net import Http
-    from kmi.stagecache import DirCache
+    from kmi.stagecache import StageCache
 
 TaskDict = dict[str, Any]
 
@@ -105,11 +105,11 @@ class Context:
             )
 
     @cached_property
-    def stage_cache(self) -> DirCache | None:
-        from kmi.stagecache import DirCache
+    def stage_cache(self) -> StageCache | None:
+        from kmi import stagecache
 
         where = self.settings.stage_cache
-        return DirCache.parse(where) if where else None
+        return stagecache.parse(where, self.settings.registry_insecure) if where else None
 
     @cached_property
     def host_accel(self) -> str:
@@ -263,8 +263,8 @@ def _restored(stage: str, name: str, key: str, output: Path) -> bool:
     details = cache.fetch(stage, key, output, say)
     if details is None:
         return False
-    entry = cache.entry(stage, key)
-    write_receipt(CTX.paths.receipt(name, stage), key, {**details, "restored_from": str(entry)})
+    entry = cache.where(stage, key)
+    write_receipt(CTX.paths.receipt(name, stage), key, {**details, "restored_from": entry})
     say(f"{name}: {stage} restored from the stage cache ({entry})")
     return True
 
@@ -273,8 +273,8 @@ def _finish(stage: str, name: str, key: str, output: Path, details: dict[str, An
     """The receipt, written last; then the output is offered to the shared stage cache."""
     write_receipt(CTX.paths.receipt(name, stage), key, details)
     cache = CTX.stage_cache
-    if cache is not None and cache.store(stage, key, output, details):
-        say(f"{name}: {stage} added to the stage cache ({cache.entry(stage, key)})")
+    if cache is not None and cache.store(stage, key, output, details, say):
+        say(f"{name}: {stage} added to the stage cache ({cache.where(stage, key)})")
 
 
 def download_is_current(name: str) -> bool:
@@ -383,15 +383,22 @@ def task_checksum() -> Iterator[TaskDict]:
 
 
 def _sysprep_key(target: Target) -> str | None:
-    """None when an input is not ready or the build cannot run here (the action says why)."""
+    """None when an input is not ready (the action says why). A build this host cannot run
+    (guest programs of another arch) gets the key of a build on its own arch: what a
+    machine of that arch adds to the shared stage cache, so this one can restore it."""
     from kmi.accel import host_arch
 
     state = _checksum_state(target)
     if state is None:
         return None
+    host = host_arch()
+    try:
+        sysprep_stage.skips_guest_steps(target, host)
+    except KmiError:
+        host = str(target.arch)
     try:
         versions = CTX.versions_of(sysprep_stage.TOOLS)
-        return sysprep_stage.sysprep_key(target, state[1], versions, host_arch())
+        return sysprep_stage.sysprep_key(target, state[1], versions, host)
     except KmiError:
         return None
 
@@ -409,13 +416,20 @@ def run_sysprep(name: str) -> None:
     if state is None:
         raise KmiError(f"{name}: not downloaded and verified; run: doit checksum:{name}")
     entry = state[0]
-    host = host_arch()
-    sysprep_stage.skips_guest_steps(target, host)  # the one-line arch error, before any work
-    key = sysprep_stage.sysprep_key(target, state[1], CTX.versions_of(sysprep_stage.TOOLS), host)
+    key = _sysprep_key(target)
+    assert key is not None
     source = CTX.paths.image(entry.digest, target.flavor.upstream.compression)
     output = CTX.paths.sysprep_image(name)
     if _restored("sysprep", name, key, output):
         return
+    try:
+        sysprep_stage.skips_guest_steps(target, host_arch())  # the arch error, before any work
+    except KmiError as err:
+        cache = CTX.stage_cache
+        if cache is None:
+            raise
+        raise KmiError(f"{err}; the stage cache has no {cache.where('sysprep', key)}") from None
+    host = host_arch()
     log = CTX.paths.log(name, "sysprep")
     say(f"{name}: customizing (log: {log})")
     made = sysprep_stage.sysprep(target, source, output, log, host, CTX.libguestfs_env)

@@ -37,8 +37,9 @@ def skips_guest_steps(target: Target, host: str) -> bool:
         return True
     raise KmiError(
         f"{target.name}: sysprep runs guest programs ({', '.join(steps)}), which needs an "
-        f"{target.arch} host and this one is {host}; build it on an {target.arch} machine, or "
-        f"add {target.arch} to customize.without_guest_steps in {target.flavor.source}"
+        f"{target.arch} host and this one is {host}; build it on an {target.arch} machine (with "
+        f"KMI_CACHE_URL set, this one restores it from there), or add {target.arch} to "
+        f"customize.without_guest_steps in {target.flavor.source}"
     )
 
 
