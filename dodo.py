@@ -1,7 +1,7 @@
 """kmi: KubeVirt machine images as a doit task graph. `doit list` shows the task families."""
 
 from kmi.ci import task_ci_matrix
-from kmi.images import task_docs, task_manifest, task_publish
+from kmi.images import task_bake, task_docs, task_manifest, task_publish
 from kmi.tasks import (
     doit_config,
     task_build,
@@ -17,6 +17,7 @@ DOIT_CONFIG = doit_config()
 
 __all__ = [
     "DOIT_CONFIG",
+    "task_bake",
     "task_build",
     "task_checksum",
     "task_ci_matrix",

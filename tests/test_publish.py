@@ -18,6 +18,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -282,3 +283,138 @@ def test_without_a_registry_publish_is_a_dry_run(setup: Setup) -> None:
     assert "fixture-12: dry run (no registry given" in done.out
     assert setup.proxy.seen == []
     assert setup.results()["fixture-12"]["status"] == "dry-run"
+
+
+def _native_image(setup: Setup, target: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The native engine's per-arch config and manifest of `target`, from its layout."""
+    layout = setup.build / target / "oci"
+    manifest = json.loads(run("skopeo", "inspect", "--raw", f"oci:{layout}"))
+    config = json.loads(run("skopeo", "inspect", "--config", f"oci:{layout}"))
+    return config, manifest
+
+
+def test_the_bake_definition_carries_what_the_native_engine_sets(setup: Setup) -> None:
+    done = setup.project.doit("build:fixture-12-amd64", "bake:fixture-12")
+    assert done.code == 0, done.out
+    bake_file = setup.build / "images" / "fixture-12" / "docker-bake.json"
+    assert f"fixture-12: bake definition over amd64 in {bake_file}" in done.out
+    bake = json.loads(bake_file.read_text())
+    assert bake["group"] == {"fixture-12": {"targets": ["fixture-12-amd64"]}}
+    target = bake["target"]["fixture-12-amd64"]
+    config, manifest = _native_image(setup, "fixture-12-amd64")
+    env = "\n".join(
+        f'ENV {k}="{v}"' for k, v in (line.split("=", 1) for line in config["config"]["Env"])
+    )
+    assert target["dockerfile-inline"] == (
+        "FROM scratch\n"
+        "ADD --chown=107:107 --chmod=0444 disk.img /disk/disk.img\n"
+        f"{env}\n"
+        'ENTRYPOINT ["no-entrypoint"]\n'
+    )
+    assert target["platforms"] == ["linux/amd64"]
+    assert target["labels"] == config["config"]["Labels"]
+    assert target["annotations"] == [
+        f"manifest:{k}={v}" for k, v in sorted(manifest["annotations"].items())
+    ]
+    assert target["output"] == [
+        f"type=image,name={setup.proxy.host}/kmi/fixture,push-by-digest=true,"
+        "name-canonical=true,push=true"
+    ]
+    context = Path(target["context"])
+    assert context == setup.build / "fixture-12-amd64" / "bake"
+    assert [p.name for p in context.iterdir()] == ["disk.img"]  # only the disk is sent
+    disk = setup.build / "fixture-12-amd64" / "disk.qcow2"
+    assert os.path.samestat((context / "disk.img").stat(), disk.stat())  # a hard link
+    again = setup.project.doit("bake:fixture-12")
+    assert again.ran() == set()
+
+
+FAKE_DOCKER = """#!{python}
+import json, os, sys
+args = sys.argv[1:]
+with open(os.environ["FAKE_DOCKER_LOG"], "a") as log:
+    log.write(" ".join(args) + "\\n")
+if args[:2] == ["buildx", "--help"]:
+    print("Usage:  docker buildx [OPTIONS] COMMAND")
+elif args[:2] == ["buildx", "bake"] and "--print" in args:
+    print("{{}}")
+elif args[:2] == ["buildx", "bake"]:
+    metadata = args[args.index("--metadata-file") + 1]
+    digest = {{"containerimage.digest": "sha256:" + "a" * 64}}
+    with open(metadata, "w") as out:
+        json.dump({{args[-1]: digest}}, out)
+"""
+
+
+def test_the_buildx_engine_runs_bake_then_imagetools(setup: Setup, tmp_path: Path) -> None:
+    """A fake docker on PATH pins the command lines python-on-whales runs; it pushes
+    nothing, so kmi finds no index in the registry afterwards and says so."""
+    bin_dir = tmp_path / "fake-bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "docker"
+    fake.write_text(FAKE_DOCKER.format(python=sys.executable))
+    fake.chmod(0o755)
+    log = tmp_path / "docker.log"
+    done = setup.project.doit(
+        "publish:fixture-12",
+        KMI_ENGINE="buildx",
+        PATH=f"{bin_dir}:{os.environ['PATH']}",
+        FAKE_DOCKER_LOG=str(log),
+    )
+    assert done.code == 1, done.out
+    assert done.ran() >= {"bake:fixture-12", "publish:fixture-12"}
+    assert "build:fixture-12-amd64" not in done.ran()  # BuildKit packs, not kmi
+    bake_file = setup.build / "images" / "fixture-12" / "docker-bake.json"
+    bake = ["buildx", "bake", "--push", "--progress", "plain", "--file", str(bake_file)]
+    metadata = ["--metadata-file", str(bake_file.with_name("bake-metadata.json"))]
+    ref = f"{setup.proxy.host}/kmi/fixture"
+    notes = json.loads((setup.build / "images" / "fixture-12" / "bake.json").read_text())
+    index = [f"--annotation index:{k}={v}" for k, v in sorted(notes["annotations"].items())]
+    assert log.read_text().splitlines() == [
+        "buildx --help",
+        " ".join([*bake, *metadata, "fixture-12-amd64"]),
+        " ".join([*bake, *metadata, "--print", "fixture-12-amd64"]),
+        " ".join(
+            [
+                "buildx imagetools create",
+                f"--tag {ref}:12 --tag {ref}:12-20260101",
+                *index,
+                f"{ref}@sha256:{'a' * 64}",
+            ]
+        ),
+    ]
+    assert (
+        f"FAILED publish:fixture-12: fixture-12: docker buildx imagetools create finished, "
+        f"but {ref}:12 is not in the registry"
+    ) in done.out
+
+
+def test_the_buildx_engine_without_buildx_is_one_line(setup: Setup) -> None:
+    """python-on-whales asks the real docker CLI here, which has no buildx plugin."""
+    from kmi.stages.bake import missing_buildx
+
+    missing = missing_buildx()
+    if missing is None:
+        pytest.skip("docker buildx is installed here; the real engine test covers it")
+    done = setup.project.doit("publish:fixture-12", KMI_ENGINE="buildx")
+    assert done.code == 1
+    assert (
+        f"FAILED publish:fixture-12: fixture-12: KMI_ENGINE=buildx, but {missing}; install "
+        "docker buildx, or unset KMI_ENGINE to publish with the native engine"
+    ) in done.out
+    assert "Traceback" not in done.out
+
+
+def test_the_buildx_engine_publishes_with_real_buildx(setup: Setup) -> None:
+    from kmi.stages.bake import missing_buildx
+
+    missing = missing_buildx()
+    if missing is not None:
+        print(f"SKIPPED the real buildx engine: {missing}")
+        pytest.skip(f"needs docker buildx: {missing}")
+    done = setup.project.doit("publish:fixture-12", KMI_ENGINE="buildx")
+    assert done.code == 0, done.out
+    index = skopeo_raw(setup.ref("fixture", "12"))
+    manifests = index["manifests"]
+    assert isinstance(manifests, list)
+    assert [m["platform"]["architecture"] for m in manifests][:1] == ["amd64"]

@@ -30,6 +30,7 @@ def test_list_shows_families_and_every_target(project: Project) -> None:
     families = project.doit("list")
     assert families.code == 0
     assert [line.split()[0] for line in families.out.splitlines()] == [
+        "bake",
         "build",
         "checksum",
         "ci-matrix",

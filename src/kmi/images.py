@@ -1,7 +1,9 @@
-"""The doit glue of multi-arch images (I = <flavor>-<version>): manifest:I, publish:I, docs:I."""
+"""The doit glue of multi-arch images (I = <flavor>-<version>): manifest:I, bake:I, publish:I,
+docs:I."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,10 +14,11 @@ from kmi.errors import KmiError
 from kmi.files import write_if_changed
 from kmi.keys import is_current, read_receipt, write_receipt
 from kmi.progress import say
+from kmi.stages import bake as bake_stage
 from kmi.stages import containerdisk
 from kmi.stages import publish as publish_stage
 from kmi.stages.sysprep import skips_guest_steps
-from kmi.tasks import CTX, TaskDict, build_state, guarded, test_passed
+from kmi.tasks import CTX, TaskDict, build_state, guarded, sparsify_is_current, test_passed
 
 
 def images() -> dict[str, list[Target]]:
@@ -117,6 +120,86 @@ def task_manifest() -> Iterator[TaskDict]:
         }
 
 
+# --- bake (the buildx engine's definition) ------------------------------------------------
+
+
+def bake_file_of(image: str) -> Path:
+    return CTX.paths.image_dir(image) / "docker-bake.json"
+
+
+def render_bake(image: str) -> tuple[str, list[Target], dict[str, str]]:
+    """The bake file's text, the targets it covers and the index annotations."""
+    targets = images()[image]
+    ready = [t for t in targets if sparsify_is_current(t.name)]
+    if CTX.settings.index_arches == "all" and len(ready) < len(targets):
+        missing = [t.name for t in targets if t not in ready]
+        raise KmiError(
+            f"{image}: no current final disk for {', '.join(missing)}; run doit sparsify "
+            "for them, or set KMI_INDEX_ARCHES=built to bake only what was built"
+        )
+    if not ready:
+        raise KmiError(f"{image}: no current final disk; run: doit sparsify")
+    repository = repository_of(targets[0].flavor.name)
+    found = {}
+    for target in ready:
+        state = build_state(target)
+        assert state is not None  # a current final disk implies a pinned entry
+        context = CTX.paths.build / target.name / "bake"
+        found[target.name] = bake_stage.bake_target(state[1], context, repository)
+    first = CTX.pinned(ready[0])
+    assert first is not None
+    created, _ = containerdisk.created_at(first, CTX.settings.source_date_epoch)
+    release = max((CTX.pinned(t) or first).release for t in ready)
+    annotations = containerdisk.image_annotations(
+        ready[0].flavor, ready[0].version.version, release, created, CTX.settings.source_url
+    )
+    text = json.dumps(bake_stage.definition(image, found), indent=2) + "\n"
+    return text, ready, annotations
+
+
+def bake_is_current(image: str) -> bool:
+    try:
+        text, ready, _ = render_bake(image)
+        if bake_file_of(image).read_text(encoding="utf-8") != text:
+            return False
+    except (OSError, KmiError):
+        return False
+    return all((CTX.paths.build / t.name / "bake" / bake_stage.DISK_NAME).exists() for t in ready)
+
+
+def run_bake(image: str) -> None:
+    text, ready, annotations = render_bake(image)
+    for target in ready:
+        bake_stage.link_context(CTX.paths.disk(target.name), CTX.paths.build / target.name / "bake")
+    path = bake_file_of(image)
+    write_if_changed(path, text)
+    arches = [str(t.arch) for t in ready]
+    details = {
+        "image": image,
+        "targets": [t.name for t in ready],
+        "arches": arches,
+        "annotations": annotations,
+    }
+    write_receipt(CTX.paths.image_receipt(image, "bake"), "", details)
+    say(f"{image}: bake definition over {', '.join(arches)} in {path}")
+
+
+def task_bake() -> Iterator[TaskDict]:
+    """Write each image's docker-bake.json: the buildx engine's per-arch containerdisks."""
+    every = CTX.settings.index_arches == "all"
+    for image, targets in images().items():
+        needed = [t for t in targets if every or buildable_here(t)]
+        yield {
+            "name": image,
+            "doc": f"{image}: docker-bake.json over {', '.join(str(t.arch) for t in targets)}",
+            "actions": [(guarded(run_bake), [image])],
+            "targets": [str(bake_file_of(image))],
+            "uptodate": [(bake_is_current, [image])],
+            "task_dep": [f"sparsify:{t.name}" for t in needed],
+            "verbosity": 2,
+        }
+
+
 # --- publish ----------------------------------------------------------------------------
 
 
@@ -138,9 +221,9 @@ def moving_tags(image: str) -> tuple[str, ...]:
     return tuple(publish_stage.tag_of(t) for t in tags)
 
 
-def plan_of(image: str, repository: str) -> publish_stage.Plan:
+def plan_of(image: str, repository: str, stage: str = "manifest") -> publish_stage.Plan:
     version = images()[image][0].version.version
-    receipt = read_receipt(CTX.paths.image_receipt(image, "manifest")) or {}
+    receipt = read_receipt(CTX.paths.image_receipt(image, stage)) or {}
     release = (receipt.get("annotations") or {}).get("org.opencontainers.image.version", version)
     return publish_stage.Plan(
         image=image,
@@ -158,13 +241,13 @@ def gated(flavor: Flavor) -> bool:
     return flavor.tier not in CTX.settings.untested_tiers
 
 
-def check_gate(image: str) -> None:
+def check_gate(image: str, stage: str = "manifest") -> None:
     """Refuse to publish an index holding a disk that has not passed its boot test."""
     targets = images()[image]
     flavor = targets[0].flavor
     if not gated(flavor):
         return
-    receipt = read_receipt(CTX.paths.image_receipt(image, "manifest")) or {}
+    receipt = read_receipt(CTX.paths.image_receipt(image, stage)) or {}
     indexed = set(receipt.get("arches") or [str(t.arch) for t in targets])
     untested = [t.name for t in targets if str(t.arch) in indexed and not test_passed(t)]
     if untested:
@@ -191,6 +274,9 @@ def _known_blobs(host: str, image: str) -> dict[str, str]:
 def run_publish(image: str) -> None:
     from kmi.registry import Client, Registry
 
+    if CTX.settings.engine == "buildx":
+        run_publish_buildx(image)
+        return
     check_gate(image)
     flavor = images()[image][0].flavor.name
     where = registry_setting()
@@ -219,16 +305,64 @@ def run_publish(image: str) -> None:
     write_receipt(paths.image_receipt(image, "publish"), outcome.digest, details)
 
 
+def run_publish_buildx(image: str) -> None:
+    """KMI_ENGINE=buildx: bake pushes each arch by digest, imagetools makes the tagged index."""
+    from kmi.registry import Client, Registry
+
+    check_gate(image, "bake")
+    where = registry_setting()
+    if where is None:
+        raise KmiError(
+            f"{image}: KMI_ENGINE=buildx pushes as it builds; set KMI_REGISTRY or pass "
+            "registry=HOST/PATH (the native engine makes a dry run without one)"
+        )
+    missing = bake_stage.missing_buildx()
+    if missing:
+        raise KmiError(
+            f"{image}: KMI_ENGINE=buildx, but {missing}; install docker buildx, or unset "
+            "KMI_ENGINE to publish with the native engine"
+        )
+    registry = Registry.parse(where, CTX.settings.registry_insecure)
+    flavor = images()[image][0].flavor.name
+    plan = plan_of(image, registry.repository(flavor), "bake")
+    bake_file = bake_file_of(image)
+    receipt = read_receipt(CTX.paths.image_receipt(image, "bake")) or {}
+    names = list(receipt.get("targets") or [])
+    say(f"{image}: docker buildx bake {', '.join(names)} ({bake_file})")
+    digests = bake_stage.bake(bake_file, names, bake_file.with_name("bake-metadata.json"))
+    reference = f"{registry.host}/{plan.repository}"
+    tags = [*plan.tags, plan.immutable]
+    say(f"{image}: docker buildx imagetools create {reference}:{{{','.join(tags)}}}")
+    bake_stage.assemble(reference, list(digests.values()), tags, receipt.get("annotations") or {})
+    client = Client(
+        registry, CTX.settings.http_retries, CTX.settings.http_backoff, CTX.settings.http_timeout
+    )
+    digest = client.manifest_digest(plan.repository, plan.tags[0])
+    if digest is None:
+        raise KmiError(
+            f"{image}: docker buildx imagetools create finished, but {reference}:{plan.tags[0]} "
+            "is not in the registry"
+        )
+    say(f"{image}: pushed {reference}@{digest} with buildx")
+    outcome = publish_stage.Outcome(image, reference, digest, tags, "pushed")
+    results.record(CTX.paths.results(), CTX.run_id, outcome.to_json())
+    details = {"host": registry.host, "repository": plan.repository, "engine": "buildx"}
+    write_receipt(
+        CTX.paths.image_receipt(image, "publish"), digest, {**details, "per_arch": digests}
+    )
+
+
 def task_publish() -> Iterator[TaskDict]:
     """Push each image to KMI_REGISTRY (or registry=...): blobs, manifests, index, tags."""
     every = CTX.settings.index_arches == "all"
+    packer = "bake" if CTX.settings.engine == "buildx" else "manifest"
     for image, targets in images().items():
         tests = [f"test:{t.name}" for t in targets if every or buildable_here(t)]
         yield {
             "name": image,
             "doc": f"{image} -> <registry>/{targets[0].flavor.name}:{targets[0].version.version}",
             "actions": [(guarded(run_publish), [image])],
-            "task_dep": [f"manifest:{image}", *(tests if gated(targets[0].flavor) else [])],
+            "task_dep": [f"{packer}:{image}", *(tests if gated(targets[0].flavor) else [])],
             "uptodate": [False],  # the registry's state is checked on every run: a few HEADs
             "verbosity": 2,
         }

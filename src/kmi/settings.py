@@ -42,6 +42,7 @@ class Settings:
     untested_tiers: frozenset[str] = frozenset({"preview"})  # may publish without a boot test
     docs_dir: Path = Path("docs/images")
     ci_runners: tuple[tuple[str, str], ...] = DEFAULT_CI_RUNNERS  # arch -> CI runner label
+    engine: str = "native"  # KMI_ENGINE: "native" (no daemon) or "buildx" (BuildKit)
     stage_cache: str | None = None  # KMI_CACHE_URL: the shared stage cache (folder or registry)
 
     def test_timeout(self, arch: str) -> float:
@@ -148,6 +149,9 @@ def load_settings(env: dict[str, str] | None = None, root: Path | None = None) -
     index_arches = env.get("KMI_INDEX_ARCHES", "").strip() or "all"
     if index_arches not in {"all", "built"}:
         raise KmiError(f"KMI_INDEX_ARCHES={index_arches!r}: expected all or built")
+    engine = env.get("KMI_ENGINE", "").strip() or "native"
+    if engine not in {"native", "buildx"}:
+        raise KmiError(f"KMI_ENGINE={engine!r}: expected native (the default) or buildx")
     registry = env.get("KMI_REGISTRY", "").strip() or None
     return Settings(
         catalogue_dir=root / env.get("KMI_CATALOGUE", "distros"),
@@ -164,6 +168,7 @@ def load_settings(env: dict[str, str] | None = None, root: Path | None = None) -
         registry_insecure=_flag(env, "KMI_REGISTRY_INSECURE"),
         layer_compression=compression,
         index_arches=index_arches,
+        engine=engine,
         source_url=env.get("KMI_SOURCE_URL", "").strip(),
         source_date_epoch=env.get("SOURCE_DATE_EPOCH", "").strip() or None,
         test_timeouts=_timeouts(env),
