@@ -1,16 +1,21 @@
-"""Benchmark: a second machine restoring a target from the shared stage cache, beside the
-same machine rebuilding it, in one run.
+"""Benchmark: a second machine restoring N targets from the shared stage cache, beside a
+machine rebuilding them, in one run.
 
-    .venv/bin/python bench/stagecache.py
+    .venv/bin/python bench/stagecache.py [--targets N] [--cache registry|folder]
 
-Machine A builds `fixture-12-amd64` (download .. build) with KMI_CACHE_URL set, which adds
-the sysprep, sparsify and build outputs to the cache. Machines B and C start from empty
-build and download folders: B with the same KMI_CACHE_URL (it downloads and verifies the
-upstream file, then restores the three stages), C without it (it rebuilds everything).
+The targets are the fixture flavor and N-1 copies of it (`fixture-b`, `fixture-c`, ...),
+each writing its own name into /etc/kmi-release, so every target's sysprep, sparsify and
+build are their own work and their own cache entries. Machine A builds all N (download ..
+build) with KMI_CACHE_URL set (by default a real registry on loopback, Debian's
+docker-registry), which adds the three stage outputs of each target. Machines B and C start
+from empty build and download folders: B with the same KMI_CACHE_URL (it downloads and
+verifies the upstream files, then restores the stages), C without it (it rebuilds all).
 """
 
 from __future__ import annotations
 
+import argparse
+import string
 import subprocess
 import sys
 import tempfile
@@ -18,48 +23,76 @@ import time
 from pathlib import Path
 
 from kmi.demo import fixture as fixture_image
+from kmi.demo.registry import RegistryServer
 
 REPO = Path(__file__).resolve().parent.parent
-TARGET = "fixture-12-amd64"
 
 
-def build(env: dict[str, str]) -> tuple[float, str]:
+def copies(catalogue: Path, count: int) -> list[str]:
+    """The fixture flavor and count-1 copies with their own customization: target names."""
+    source = (catalogue / "fixture.yaml").read_text()
+    names = ["fixture"]
+    for letter in string.ascii_lowercase[1:count]:
+        name = f"fixture-{letter}"
+        text = source.replace("name: fixture\n", f"name: {name}\n", 1)
+        text = text.replace('"customized by kmi\\n"', f'"customized by kmi ({name})\\n"')
+        (catalogue / f"{name}.yaml").write_text(text)
+        names.append(name)
+    return [f"{name}-12-amd64" for name in names]
+
+
+def build(env: dict[str, str], targets: list[str]) -> tuple[float, str]:
     started = time.perf_counter()
     done = subprocess.run(
-        [sys.executable, "-m", "doit", "-f", str(REPO / "dodo.py"), f"build:{TARGET}"],
+        [sys.executable, "-m", "doit", "-f", str(REPO / "dodo.py")]
+        + [f"build:{t}" for t in targets],
         env=env,
         capture_output=True,
         text=True,
     )
     if done.returncode:
-        raise SystemExit(f"doit build:{TARGET} failed:\n{done.stdout}{done.stderr}")
+        raise SystemExit(f"doit build failed:\n{done.stdout}{done.stderr}")
     return time.perf_counter() - started, done.stdout
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--targets", type=int, default=3, help="how many targets (1-26)")
+    parser.add_argument("--cache", choices=["registry", "folder"], default="registry")
+    args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="kmi-bench-") as tmp:
         work = Path(tmp)
-        with fixture_image.served(work) as served:
-            shared = {**served, "KMI_CACHE_URL": str(work / "shared")}
-            first, _ = build(shared)
-            machine_b = {
-                **shared,
-                "KMI_BUILD_DIR": str(work / "b" / "build"),
-                "KMI_CACHE_DIR": str(work / "b" / "cache"),
-            }
-            restored, said = build(machine_b)
-            assert said.count("restored from the stage cache") == 3, said
-            machine_c = {
-                **served,
-                "KMI_BUILD_DIR": str(work / "c" / "build"),
-                "KMI_CACHE_DIR": str(work / "c" / "cache"),
-            }
-            rebuilt, _ = build(machine_c)
-        size = sum(f.stat().st_size for f in (work / "shared").rglob("*") if f.is_file())
-    print(f"{TARGET}, stage cache {size / 2**20:.0f} MiB in a folder\n")
+        registry = RegistryServer(work / "registry").start() if args.cache == "registry" else None
+        try:
+            with fixture_image.served(work) as served:
+                targets = copies(Path(served["KMI_CATALOGUE"]), args.targets)
+                where = f"docker://{registry.host}/kmi-cache" if registry else str(work / "shared")
+                shared = {**served, "KMI_CACHE_URL": where}
+                first, _ = build(shared, targets)
+                machine_b = {
+                    **shared,
+                    "KMI_BUILD_DIR": str(work / "b" / "build"),
+                    "KMI_CACHE_DIR": str(work / "b" / "cache"),
+                }
+                restored, said = build(machine_b, targets)
+                assert said.count("restored from the stage cache") == 3 * len(targets), said
+                machine_c = {
+                    **served,
+                    "KMI_BUILD_DIR": str(work / "c" / "build"),
+                    "KMI_CACHE_DIR": str(work / "c" / "cache"),
+                }
+                rebuilt, _ = build(machine_c, targets)
+        finally:
+            if registry:
+                registry.stop()
+        holder = work / "registry" / "storage" if registry else work / "shared"
+        size = sum(f.stat().st_size for f in holder.rglob("*") if f.is_file())
+    kind = "a registry on loopback" if registry else "a folder"
+    print(f"{len(targets)} targets ({', '.join(targets)}); stage cache in {kind}, ", end="")
+    print(f"{size / 2**20:.0f} MiB\n")
     print("| machine | what it ran | wall s |\n| --- | --- | ---: |")
     print(f"| A | everything, adding sysprep, sparsify, build to the cache | {first:.1f} |")
-    print(f"| B | download + checksum, three stages restored from the cache | {restored:.1f} |")
+    print(f"| B | download + checksum, three stages restored per target | {restored:.1f} |")
     print(f"| C | everything, no cache (the rebuild B avoided) | {rebuilt:.1f} |")
 
 

@@ -285,6 +285,33 @@ def test_without_a_registry_publish_is_a_dry_run(setup: Setup) -> None:
     assert setup.results()["fixture-12"]["status"] == "dry-run"
 
 
+def test_the_publish_job_needs_no_upstream_file_nor_intermediate_image(
+    setup: Setup, mirror: MirrorServer, tmp_path: Path
+) -> None:
+    """What the workflow's publish job has: each target's build folder without
+    sysprep.qcow2, and no download cache. The final disks are current, so nothing upstream
+    is fetched and no libguestfs runs; the index is built and pushed."""
+    for target in TARGETS:
+        (setup.build / target / "sysprep.qcow2").unlink()
+    before = len(mirror.settled())
+    done = setup.project.doit(*STEPS, KMI_CACHE_DIR=str(tmp_path / "empty-cache"))
+    assert done.code == 0, done.out
+    assert mirror.settled()[before:] == []  # not one upstream request
+    assert not (tmp_path / "empty-cache" / "downloads").exists()
+    for target in TARGETS:
+        for stage in ("download", "checksum", "sysprep", "sparsify"):
+            assert f"{stage}:{target}" in done.skipped()
+        assert f"build:{target}" in done.ran()
+    assert {r["status"] for r in setup.results().values()} == {"pushed"}
+    # a changed customization makes the final disk stale: then the inputs are needed again
+    flavor = setup.project.catalogue / "fixture.yaml"
+    flavor.write_text(flavor.read_text().replace("customized by kmi", "customized again"))
+    stale = setup.project.doit(
+        "sysprep:fixture-12-amd64", KMI_CACHE_DIR=str(tmp_path / "empty-cache")
+    )
+    assert "download:fixture-12-amd64" in stale.ran(), stale.out
+
+
 def _native_image(setup: Setup, target: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """The native engine's per-arch config and manifest of `target`, from its layout."""
     layout = setup.build / target / "oci"

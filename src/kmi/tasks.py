@@ -284,7 +284,7 @@ def download_is_current(name: str) -> bool:
         return False
     entry, key = state
     image = CTX.paths.image(entry.digest, target.flavor.upstream.compression)
-    return _current(name, "download", key, image)
+    return _current(name, "download", key, image) or sysprep_is_current(name)
 
 
 def _image_check(target: Target, entry: LockEntry) -> Callable[[Path], str] | None:
@@ -352,7 +352,9 @@ def _checksum_state(target: Target) -> tuple[LockEntry, str] | None:
 
 def checksum_is_current(name: str) -> bool:
     state = _checksum_state(CTX.targets[name])
-    return state is not None and is_current(CTX.paths.receipt(name, "checksum"), state[1])
+    if state is None:
+        return False
+    return is_current(CTX.paths.receipt(name, "checksum"), state[1]) or sysprep_is_current(name)
 
 
 def run_checksum(name: str) -> None:
@@ -404,8 +406,14 @@ def _sysprep_key(target: Target) -> str | None:
 
 
 def sysprep_is_current(name: str) -> bool:
+    """Current, or not needed: a stage whose output only feeds a stage that is current
+    (here: sparsify's final disk) need not be made again, nor its inputs fetched. A build
+    folder restored without the intermediate files (or without the download cache) needs
+    no upstream file and no libguestfs run as long as its final disk is current."""
     key = _sysprep_key(CTX.targets[name])
-    return _current(name, "sysprep", key, CTX.paths.sysprep_image(name))
+    return _current(name, "sysprep", key, CTX.paths.sysprep_image(name)) or sparsify_is_current(
+        name
+    )
 
 
 def run_sysprep(name: str) -> None:
