@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -129,3 +130,65 @@ def test_failure_shows_command_exit_code_and_log_tail(tmp_path: Path) -> None:
         "    working on it",
     ]
     assert log.read_text() == f"$ {script} 'a b'\nworking on it\ndisk full\n[exit 3]\n"
+
+
+HANGS_FIRST = "if [ -e {mark} ]; then echo second try; else touch {mark}; sleep 300 & sleep 301; fi"
+
+
+def test_a_tool_past_its_deadline_is_stopped_with_every_process_it_started(
+    tmp_path: Path,
+) -> None:
+    """A real shell standing in for virt-customize and its appliance: a child that would
+    outlive the tool is killed with it, the log says so, and the error names the deadline."""
+    shell = tools.Tool("sh", "dash", "dash", "to run a test script")
+    log = tmp_path / "sysprep.log"
+    mark = tmp_path / "ran-once"
+    with pytest.raises(tools.ToolTimeout) as stopped:
+        tools.run(shell, ["-c", HANGS_FIRST.format(mark=mark)], log=log, timeout=1)
+    assert (
+        str(stopped.value)
+        .splitlines()[0]
+        .endswith(
+            f"ran past its 1 s deadline and was stopped with every process it started; log: {log}"
+        )
+    )
+    assert log.read_text().splitlines()[-1] == "[stopped after 1 s]"
+    left = subprocess.run(["pgrep", "-f", "sleep 30[01]"], capture_output=True, text=True)
+    assert left.stdout == ""  # neither the tool nor its child is left running
+    # the stage is tried once more from its input; the first try's log is kept
+    said: list[str] = []
+
+    def attempt() -> str:
+        return tools.run(shell, ["-c", HANGS_FIRST.format(mark=mark)], log=log, timeout=5).stdout
+
+    import kmi.tasks
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(kmi.tasks, "say", said.append)
+        assert kmi.tasks._once_more_on_timeout("t", log, attempt) == "second try\n"
+    assert said == []  # it did not time out this time: the mark exists
+    mark.unlink()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(kmi.tasks, "say", said.append)
+        quick = tools.run  # a 1 s deadline for the first try, 5 s for the second
+        deadlines = iter([1.0, 5.0])
+
+        def run_with(*args: object, **kwargs: object) -> tools.Result:
+            return quick(*args, **{**kwargs, "timeout": next(deadlines)})  # type: ignore[arg-type]
+
+        assert (
+            kmi.tasks._once_more_on_timeout(
+                "t",
+                log,
+                lambda: run_with(shell, ["-c", HANGS_FIRST.format(mark=mark)], log=log).stdout,
+            )
+            == "second try\n"
+        )
+    kept = tmp_path / "sysprep.timed-out.log"
+    assert said == [
+        f"t: {shell.path()} -c '{HANGS_FIRST.format(mark=mark)}' ran past its 1 s deadline and "
+        f"was stopped with every process it started; log: {log}; trying once more (the "
+        f"first try's log: {kept})"
+    ]
+    assert kept.read_text().splitlines()[-1] == "[stopped after 1 s]"
+    assert log.read_text().splitlines()[-2:] == ["second try", "[exit 0]"]

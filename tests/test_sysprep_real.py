@@ -47,7 +47,10 @@ def built(tmp_path_factory: pytest.TempPathFactory, gpg_key: SigningKey) -> Iter
     registry = RegistryServer(work / "registry").start()  # the shared stage cache
     shared = f"docker://{registry.host}/kmi-cache"
     project = Project(
-        work, catalogue, environment(catalogue, work, server.url, KMI_CACHE_URL=shared)
+        work,
+        catalogue,
+        # a libguestfs hang under TCG is stopped and retried well before the test's own limit
+        environment(catalogue, work, server.url, KMI_CACHE_URL=shared, KMI_GUESTFS_TIMEOUT="600"),
     )
     run = project.doit(f"build:{TARGET}", "checksum:debian-12-amd64")
     assert run.code == 0, run.out

@@ -42,6 +42,7 @@ class Settings:
     untested_tiers: frozenset[str] = frozenset({"preview"})  # may publish without a boot test
     docs_dir: Path = Path("docs/images")
     ci_runners: tuple[tuple[str, str], ...] = DEFAULT_CI_RUNNERS  # arch -> CI runner label
+    guestfs_timeout: float = 3600.0  # KMI_GUESTFS_TIMEOUT: seconds per libguestfs tool run
     engine: str = "native"  # KMI_ENGINE: "native" (no daemon) or "buildx" (BuildKit)
     stage_cache: str | None = None  # KMI_CACHE_URL: the shared stage cache (folder or registry)
 
@@ -173,6 +174,7 @@ def load_settings(env: dict[str, str] | None = None, root: Path | None = None) -
         source_date_epoch=env.get("SOURCE_DATE_EPOCH", "").strip() or None,
         test_timeouts=_timeouts(env),
         test_memory=int(_number(env, "KMI_TEST_MEMORY", 2048)),
+        guestfs_timeout=_number(env, "KMI_GUESTFS_TIMEOUT", 3600.0),
         untested_tiers=_tiers(env),
         docs_dir=root / env.get("KMI_DOCS_DIR", "docs/images"),
         ci_runners=_runners(env),

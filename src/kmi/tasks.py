@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Iterator
 from functools import cached_property
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, cast
+from typing import IO, TYPE_CHECKING, Any, TypeVar, cast
 
 from doit.exceptions import InvalidDodoFile, TaskFailed, UnmetDependency
 from doit.reporter import ConsoleReporter
@@ -33,6 +33,8 @@ from kmi.stages import sparsify as sparsify_stage
 from kmi.stages import sysprep as sysprep_stage
 from kmi.stages.checksum import checksum_key, verify_cached
 from kmi.stages.download import download, download_key
+
+Made = TypeVar("Made")
 
 if TYPE_CHECKING:  # heavy (requests, sh): imported when an action needs the network
     from kmi.net import Http
@@ -277,6 +279,23 @@ def _finish(stage: str, name: str, key: str, output: Path, details: dict[str, An
         say(f"{name}: {stage} added to the stage cache ({cache.where(stage, key)})")
 
 
+def _once_more_on_timeout(name: str, log: Path, make: Callable[[], Made]) -> Made:
+    """A libguestfs appliance under TCG now and then hangs for good ("Examining the
+    guest ..."); a tool run past KMI_GUESTFS_TIMEOUT is stopped with its appliance and the
+    stage tried once more from its input. The first try's log is kept beside the log."""
+    from kmi.tools import ToolTimeout
+
+    try:
+        return make()
+    except ToolTimeout as err:
+        kept = log.with_name(f"{log.stem}.timed-out{log.suffix}")
+        with contextlib.suppress(FileNotFoundError):
+            os.replace(log, kept)
+        first = str(err).splitlines()[0]
+        say(f"{name}: {first}; trying once more (the first try's log: {kept})")
+        return make()
+
+
 def download_is_current(name: str) -> bool:
     target = CTX.targets[name]
     state = _download_state(target)
@@ -440,7 +459,12 @@ def run_sysprep(name: str) -> None:
     host = host_arch()
     log = CTX.paths.log(name, "sysprep")
     say(f"{name}: customizing (log: {log})")
-    made = sysprep_stage.sysprep(target, source, output, log, host, CTX.libguestfs_env)
+    limit = CTX.settings.guestfs_timeout
+    made = _once_more_on_timeout(
+        name,
+        log,
+        lambda: sysprep_stage.sysprep(target, source, output, log, host, CTX.libguestfs_env, limit),
+    )
     if made["skipped_guest_steps"]:
         say(f"{name}: guest steps left out as the catalogue says: {made['skipped_guest_steps']}")
     say(f"{name}: upstream {source.stat().st_size} bytes -> sysprep {made['size']} bytes")
@@ -474,8 +498,13 @@ def run_sparsify(name: str) -> None:
     if _restored("sparsify", name, key, CTX.paths.disk(name)):
         return
     log = CTX.paths.log(name, "sparsify")
-    made = sparsify_stage.sparsify(
-        CTX.paths.sysprep_image(name), CTX.paths.disk(name), log, CTX.libguestfs_env
+    limit = CTX.settings.guestfs_timeout
+    made = _once_more_on_timeout(
+        name,
+        log,
+        lambda: sparsify_stage.sparsify(
+            CTX.paths.sysprep_image(name), CTX.paths.disk(name), log, CTX.libguestfs_env, limit
+        ),
     )
     say(
         f"{name}: sysprep {made['sysprep_size']} bytes -> final {made['final_size']} bytes "

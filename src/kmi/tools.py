@@ -7,10 +7,12 @@ log's last lines. A missing tool is reported when the stage runs, naming the pac
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shlex
 import shutil
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,6 +60,63 @@ VIRT_SPARSIFY = Tool(
 GUESTFISH = Tool("guestfish", "libguestfs-tools", "guestfs-tools", "to inspect guest images")
 
 
+class ToolTimeout(KmiError):
+    """A tool ran past its deadline and was stopped."""
+
+
+def _run_with_deadline(
+    argv: list[str],
+    env: dict[str, str] | None,
+    stdin: bytes | None,
+    ok_codes: Sequence[int],
+    out: Callable[[str], None],
+    err: Callable[[str], None],
+    timeout: float,
+) -> tuple[int, bool]:
+    """(exit code, timed out): the tool in its own process group, all of it killed past
+    the deadline or when kmi itself is interrupted."""
+    running: sh.RunningCommand = sh.Command(argv[0])(
+        *argv[1:],
+        _env=env,
+        _in=stdin,
+        _ok_code=list(ok_codes),
+        _out=out,
+        _err=err,
+        _bg=True,
+        _bg_exc=False,
+        _new_group=True,
+        _return_cmd=True,
+    )
+    fired = threading.Event()
+
+    def stop() -> None:
+        fired.set()
+        with contextlib.suppress(ProcessLookupError):
+            running.process.kill_group()
+
+    timer = threading.Timer(timeout, stop)
+    timer.start()
+    try:
+        running.wait()
+    except sh.ErrorReturnCode:
+        if fired.is_set():
+            return -9, True
+        raise
+    except BaseException:
+        _kill_group(running)
+        raise
+    finally:
+        timer.cancel()
+    return int(running.exit_code), False
+
+
+def _kill_group(running: sh.RunningCommand) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        running.process.kill_group()
+    with contextlib.suppress(sh.ErrorReturnCode, sh.SignalException, ProcessLookupError):
+        running.wait()
+
+
 @dataclass(frozen=True)
 class Result:
     exit_code: int
@@ -78,9 +137,12 @@ def run(
     stdin: bytes | None = None,
     ok_codes: Sequence[int] = (0,),
     log: Path | None = None,
+    timeout: float | None = None,
 ) -> Result:
     """Run `tool` with `args`; an exit code outside `ok_codes` is a KmiError that shows the
-    command, its exit code and the last lines of its output (and the log's path)."""
+    command, its exit code and the last lines of its output (and the log's path). With a
+    `timeout`, the tool runs in its own process group, and past the deadline the whole group
+    (a libguestfs appliance included) is killed: a ToolTimeout."""
     argv = [tool.path(), *args]
     full_env = {**os.environ, **env} if env is not None else None
     out: list[str] = []
@@ -101,17 +163,23 @@ def run(
 
         return collect
 
+    timed_out = False
     try:
-        done = sh.Command(argv[0])(
-            *argv[1:],
-            _env=full_env,
-            _in=stdin,
-            _ok_code=list(ok_codes),
-            _out=tee(out),
-            _err=tee(err),
-            _return_cmd=True,
-        )
-        code = done.exit_code
+        if timeout is None:
+            done = sh.Command(argv[0])(
+                *argv[1:],
+                _env=full_env,
+                _in=stdin,
+                _ok_code=list(ok_codes),
+                _out=tee(out),
+                _err=tee(err),
+                _return_cmd=True,
+            )
+            code = done.exit_code
+        else:
+            code, timed_out = _run_with_deadline(
+                argv, full_env, stdin, ok_codes, tee(out), tee(err), timeout
+            )
     except sh.ErrorReturnCode as failure:
         code = failure.exit_code
     finally:
@@ -120,7 +188,13 @@ def run(
     result = Result(code, "".join(out), "".join(err))
     if log is not None:
         with log.open("a", encoding="utf-8") as tail:
-            tail.write(f"[exit {code}]\n")
+            tail.write(f"[stopped after {timeout:.0f} s]\n" if timed_out else f"[exit {code}]\n")
+    if timed_out:
+        where = f"; log: {log}" if log else ""
+        raise ToolTimeout(
+            f"{shlex.join(argv)} ran past its {timeout:.0f} s deadline and was stopped with "
+            f"every process it started{where}\n{_tail(result.stderr + result.stdout)}"
+        )
     if code not in ok_codes:
         where = f"; log: {log}" if log else ""
         raise KmiError(

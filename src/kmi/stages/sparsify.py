@@ -17,10 +17,12 @@ def sparsify_key(input_key: str, versions: dict[str, str]) -> str:
     return stage_key("sparsify", {}, {**versions, "kmi-sparsify": STAGE_VERSION}, [input_key])
 
 
-def sparsify(source: Path, output: Path, log: Path, env: dict[str, str]) -> dict[str, int]:
-    """Zero unused blocks in a copy of `source` (virt-sparsify --in-place), write it
-    compressed (qemu-img convert -c), then `qemu-img check` the result and `qemu-img
-    compare` it with the zeroed copy before it takes its place."""
+def sparsify(
+    source: Path, output: Path, log: Path, env: dict[str, str], timeout: float | None = None
+) -> dict[str, int]:
+    """Zero unused blocks in a copy of `source` (virt-sparsify --in-place, stopped past
+    `timeout` seconds), write it compressed (qemu-img convert -c), then `qemu-img check`
+    the result and `qemu-img compare` it with the zeroed copy before it takes its place."""
     work = output.with_name(f".{output.name}.work")
     done = output.with_name(f".{output.name}.tmp")
     log.unlink(missing_ok=True)
@@ -30,7 +32,11 @@ def sparsify(source: Path, output: Path, log: Path, env: dict[str, str]) -> dict
             tools.QEMU_IMG, ["convert", *qcow2, "-O", "qcow2", str(source), str(work)], log=log
         )
         tools.run(
-            tools.VIRT_SPARSIFY, ["--in-place", "--format", "qcow2", str(work)], env=env, log=log
+            tools.VIRT_SPARSIFY,
+            ["--in-place", "--format", "qcow2", str(work)],
+            env=env,
+            log=log,
+            timeout=timeout,
         )
         tools.run(
             tools.QEMU_IMG, ["convert", *qcow2, "-c", "-O", "qcow2", str(work), str(done)], log=log

@@ -124,9 +124,16 @@ def sysprep_args(target: Target, image: Path) -> list[str]:
 
 
 def sysprep(
-    target: Target, source: Path, output: Path, log: Path, host: str, env: dict[str, str]
+    target: Target,
+    source: Path,
+    output: Path,
+    log: Path,
+    host: str,
+    env: dict[str, str],
+    timeout: float | None = None,
 ) -> dict[str, object]:
-    """Make the customized image at `output` from the verified upstream image `source`."""
+    """Make the customized image at `output` from the verified upstream image `source`;
+    each libguestfs tool run is stopped past `timeout` seconds (tools.ToolTimeout)."""
     skip_guest = skips_guest_steps(target, host)
     c = target.flavor.customize
     work = output.with_name(f".{output.name}.tmp")
@@ -138,7 +145,7 @@ def sysprep(
             tools.run(tools.QEMU_IMG, ["resize", str(work), c.grow], log=log)
         args = customize_args(target, work, skip_guest)
         if args:
-            tools.run(tools.VIRT_CUSTOMIZE, args, env=env, log=log)
+            tools.run(tools.VIRT_CUSTOMIZE, args, env=env, log=log, timeout=timeout)
         for script in c.scripts:
             path = target.flavor.source.parent / script
             tools.run(
@@ -146,8 +153,9 @@ def sysprep(
                 [str(work)],
                 env=env,
                 log=log,
+                timeout=timeout,
             )
-        tools.run(tools.VIRT_SYSPREP, sysprep_args(target, work), env=env, log=log)
+        tools.run(tools.VIRT_SYSPREP, sysprep_args(target, work), env=env, log=log, timeout=timeout)
         os.replace(work, output)
     finally:
         work.unlink(missing_ok=True)
