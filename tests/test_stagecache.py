@@ -222,3 +222,16 @@ def test_an_unreachable_registry_is_said_and_the_stage_runs(tmp_path: Path) -> N
     assert said[0].endswith("; building instead")
     assert said[1].startswith(f"stage cache {where} could not be written (")
     assert said[1].endswith("; not added")
+
+
+def test_scale_out_settings_are_checked_when_read() -> None:
+    from kmi.settings import load_settings
+
+    assert load_settings({}, Path("/x")).engine == "native"
+    assert load_settings({"KMI_ENGINE": "buildx"}, Path("/x")).engine == "buildx"
+    with pytest.raises(KmiError, match=r"KMI_ENGINE='buildkit': expected native .* or buildx"):
+        load_settings({"KMI_ENGINE": "buildkit"}, Path("/x"))
+    assert load_settings({}, Path("/x")).guestfs_timeout == 3600
+    assert load_settings({"KMI_GUESTFS_TIMEOUT": "90"}, Path("/x")).guestfs_timeout == 90
+    with pytest.raises(KmiError, match=r"KMI_GUESTFS_TIMEOUT"):
+        load_settings({"KMI_GUESTFS_TIMEOUT": "an hour"}, Path("/x"))
