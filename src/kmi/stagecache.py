@@ -31,6 +31,7 @@ from typing import Any, Protocol
 from kmi.errors import KmiError
 from kmi.files import feed
 from kmi.oci import canonical
+from kmi.progress import human
 
 MANIFEST = "manifest.json"
 CHUNK = 1 << 20
@@ -219,7 +220,11 @@ class RegistryCache:
             if self.client.manifest_digest(repo, tag) is not None:
                 return False
             files, layers = {}, []
-            for rel in _files(output):
+            every = _files(output)
+            total = sum((output.parent / rel).stat().st_size for rel in every)
+            where = self.where(stage, key)
+            say(f"stage cache {where}: pushing {len(every)} file(s), {human(total)}")
+            for rel in every:
                 path = output.parent / rel
                 hasher = hashlib.sha256()
                 size = feed(hasher, path)
@@ -280,6 +285,8 @@ class RegistryCache:
                 raise Damaged(
                     f"stage cache entry {where} lists other files than it holds; ignoring it"
                 )
+            total = sum(int(want["size"]) for want in files.values())
+            say(f"stage cache {where}: pulling {len(files)} file(s), {human(total)}")
             with _restoring(output) as staging:
                 for rel, want in sorted(files.items()):
                     if layers[rel]["digest"] != "sha256:" + want["sha256"]:
