@@ -63,15 +63,20 @@ def _manifest_state(image: str) -> tuple[str, list[Target], dict[str, str]] | No
     chosen = [t for t in targets if str(t.arch) in builds]
     if not chosen:
         return None
+    annotations = index_annotations(chosen)
+    return containerdisk.index_key(builds, annotations, image), chosen, annotations
+
+
+def index_annotations(chosen: list[Target]) -> dict[str, str]:
+    """The index's annotations over `chosen` (pinned targets): the newest release of them."""
     first = chosen[0]
     entry = CTX.pinned(first)
-    assert entry is not None  # a current build implies a pinned entry
+    assert entry is not None  # a current disk or build implies a pinned entry
     created, _ = containerdisk.created_at(entry, CTX.settings.source_date_epoch)
     release = max((CTX.pinned(t) or entry).release for t in chosen)
-    annotations = containerdisk.image_annotations(
+    return containerdisk.image_annotations(
         first.flavor, first.version.version, release, created, CTX.settings.source_url
     )
-    return containerdisk.index_key(builds, annotations, image), chosen, annotations
 
 
 def manifest_is_current(image: str) -> bool:
@@ -146,13 +151,7 @@ def render_bake(image: str) -> tuple[str, list[Target], dict[str, str]]:
         assert state is not None  # a current final disk implies a pinned entry
         context = CTX.paths.build / target.name / "bake"
         found[target.name] = bake_stage.bake_target(state[1], context, repository)
-    first = CTX.pinned(ready[0])
-    assert first is not None
-    created, _ = containerdisk.created_at(first, CTX.settings.source_date_epoch)
-    release = max((CTX.pinned(t) or first).release for t in ready)
-    annotations = containerdisk.image_annotations(
-        ready[0].flavor, ready[0].version.version, release, created, CTX.settings.source_url
-    )
+    annotations = index_annotations(ready)
     text = json.dumps(bake_stage.definition(image, found), indent=2) + "\n"
     return text, ready, annotations
 
