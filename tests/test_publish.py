@@ -345,7 +345,7 @@ def test_the_bake_definition_carries_what_the_native_engine_sets(setup: Setup) -
     ]
     assert target["output"] == [
         f"type=image,name={setup.proxy.host}/kmi/fixture,push-by-digest=true,"
-        "name-canonical=true,push=true"
+        "name-canonical=true,push=true,registry.insecure=true"  # plain HTTP on loopback
     ]
     context = Path(target["context"])
     assert context == setup.build / "fixture-12-amd64" / "bake"

@@ -134,6 +134,8 @@ def bake_file_of(image: str) -> Path:
 
 def render_bake(image: str) -> tuple[str, list[Target], dict[str, str]]:
     """The bake file's text, the targets it covers and the index annotations."""
+    from kmi.registry import Registry
+
     targets = images()[image]
     ready = [t for t in targets if sparsify_is_current(t.name)]
     if CTX.settings.index_arches == "all" and len(ready) < len(targets):
@@ -145,12 +147,16 @@ def render_bake(image: str) -> tuple[str, list[Target], dict[str, str]]:
     if not ready:
         raise KmiError(f"{image}: no current final disk; run: doit sparsify")
     repository = repository_of(targets[0].flavor.name)
+    where = registry_setting()
+    insecure = where is not None and (
+        Registry.parse(where, CTX.settings.registry_insecure).scheme == "http"
+    )
     found = {}
     for target in ready:
         state = build_state(target)
         assert state is not None  # a current final disk implies a pinned entry
         context = CTX.paths.build / target.name / "bake"
-        found[target.name] = bake_stage.bake_target(state[1], context, repository)
+        found[target.name] = bake_stage.bake_target(state[1], context, repository, insecure)
     annotations = index_annotations(ready)
     text = json.dumps(bake_stage.definition(image, found), indent=2) + "\n"
     return text, ready, annotations

@@ -46,8 +46,12 @@ def dockerfile(spec: oci.ImageSpec) -> str:
     return "\n".join(lines) + "\n"
 
 
-def bake_target(spec: oci.ImageSpec, context: Path, repository: str) -> dict[str, Any]:
-    """One bake target: the per-arch image, pushed to `repository` by digest."""
+def bake_target(
+    spec: oci.ImageSpec, context: Path, repository: str, insecure: bool = False
+) -> dict[str, Any]:
+    """One bake target: the per-arch image, pushed to `repository` by digest (over plain
+    HTTP when `insecure`, as for a registry on loopback)."""
+    plain = ",registry.insecure=true" if insecure else ""
     return {
         "context": str(context),
         "dockerfile-inline": dockerfile(spec),
@@ -56,6 +60,7 @@ def bake_target(spec: oci.ImageSpec, context: Path, repository: str) -> dict[str
         "annotations": [f"manifest:{k}={v}" for k, v in sorted(spec.annotations.items())],
         "output": [
             f"type=image,name={repository},push-by-digest=true,name-canonical=true,push=true"
+            + plain
         ],
     }
 
