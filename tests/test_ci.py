@@ -39,7 +39,7 @@ def test_the_workflow_runs_task_families_that_exist(project: Project) -> None:
         for command in re.findall(r"\.venv/bin/doit ([^\n]+)", run)
         for word in re.sub(r"\$\{\{.*?\}\}", "T", command).split()
     }
-    assert called == {"discover", "docs", "ci-matrix", "build", "test", "manifest", "publish"}
+    assert called == {"discover", "docs", "ci-matrix", "build", "test", "publish"}
     assert called <= families
     build = workflow["jobs"]["build"]
     assert build["runs-on"] == "${{ matrix.runner }}"

@@ -373,34 +373,38 @@ elif args[:2] == ["buildx", "bake"]:
 """
 
 
-def test_the_buildx_engine_runs_bake_then_imagetools(setup: Setup, tmp_path: Path) -> None:
-    """A fake docker on PATH pins the command lines python-on-whales runs; it pushes
+def test_the_buildx_engine_bakes_each_arch_then_imagetools_indexes_them(
+    setup: Setup, tmp_path: Path
+) -> None:
+    """A fake docker on PATH pins the command lines python-on-whales runs: build:T bakes
+    the target and pushes it by digest, publish:I indexes the digests the build receipts
+    hold (as the workflow's publish job does with other jobs' receipts). The fake pushes
     nothing, so kmi finds no index in the registry afterwards and says so."""
+    native = setup.project.doit("manifest:fixture-12")  # for its index annotations
+    assert native.code == 0, native.out
+    notes = json.loads((setup.build / "images" / "fixture-12" / "manifest.json").read_text())
     bin_dir = tmp_path / "fake-bin"
     bin_dir.mkdir()
     fake = bin_dir / "docker"
     fake.write_text(FAKE_DOCKER.format(python=sys.executable))
     fake.chmod(0o755)
     log = tmp_path / "docker.log"
-    done = setup.project.doit(
-        "publish:fixture-12",
-        KMI_ENGINE="buildx",
-        PATH=f"{bin_dir}:{os.environ['PATH']}",
-        FAKE_DOCKER_LOG=str(log),
-    )
+    env = {"KMI_ENGINE": "buildx", "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    done = setup.project.doit("publish:fixture-12", FAKE_DOCKER_LOG=str(log), **env)
     assert done.code == 1, done.out
-    assert done.ran() >= {"bake:fixture-12", "publish:fixture-12"}
-    assert "build:fixture-12-amd64" not in done.ran()  # BuildKit packs, not kmi
-    bake_file = setup.build / "images" / "fixture-12" / "docker-bake.json"
+    assert done.ran() >= {"build:fixture-12-amd64", "publish:fixture-12"}
+    assert "manifest:fixture-12" not in done.ran()  # BuildKit packs, imagetools indexes
+    folder = setup.build / "fixture-12-amd64"
+    bake_file = folder / "docker-bake.json"
     bake = ["buildx", "bake", "--push", "--progress", "plain", "--file", str(bake_file)]
-    metadata = ["--metadata-file", str(bake_file.with_name("bake-metadata.json"))]
+    metadata = ["--metadata-file", str(folder / "bake-metadata.json")]
     ref = f"{setup.proxy.host}/kmi/fixture"
-    notes = json.loads((setup.build / "images" / "fixture-12" / "bake.json").read_text())
     index = [f"--annotation index:{k}={v}" for k, v in sorted(notes["annotations"].items())]
     assert log.read_text().splitlines() == [
         "buildx --help",
         " ".join([*bake, *metadata, "fixture-12-amd64"]),
         " ".join([*bake, *metadata, "--print", "fixture-12-amd64"]),
+        "buildx --help",
         " ".join(
             [
                 "buildx imagetools create",
@@ -410,10 +414,31 @@ def test_the_buildx_engine_runs_bake_then_imagetools(setup: Setup, tmp_path: Pat
             ]
         ),
     ]
+    assert f"fixture-12-amd64: pushed {ref}@sha256:{'a' * 64} with buildx" in done.out
     assert (
         f"FAILED publish:fixture-12: fixture-12: docker buildx imagetools create finished, "
         f"but {ref}:12 is not in the registry"
     ) in done.out
+    # the target's own bake file holds the same target as the image's (doit bake:I)
+    assert setup.project.doit("bake:fixture-12", **env).code == 0
+    image_file = setup.build / "images" / "fixture-12" / "docker-bake.json"
+    mine = json.loads(bake_file.read_text())["target"]["fixture-12-amd64"]
+    assert mine == json.loads(image_file.read_text())["target"]["fixture-12-amd64"]
+    # the build is current (its receipt names the digest): the next publish bakes nothing
+    log.unlink()
+    again = setup.project.doit("publish:fixture-12", FAKE_DOCKER_LOG=str(log), **env)
+    assert "build:fixture-12-amd64" not in again.ran()
+    assert [line.split()[:2] for line in log.read_text().splitlines()] == [
+        ["buildx", "--help"],
+        ["buildx", "imagetools"],
+    ]
+    # the native index has no place in this engine: one line says what to run instead
+    native_index = setup.project.doit("manifest:fixture-12", FAKE_DOCKER_LOG=str(log), **env)
+    assert native_index.code == 1
+    assert (
+        "FAILED manifest:fixture-12: fixture-12: with KMI_ENGINE=buildx the index is made in "
+        "the registry by `docker buildx imagetools create`; run: doit publish:fixture-12"
+    ) in native_index.out
 
 
 def test_the_buildx_engine_without_buildx_is_one_line(setup: Setup) -> None:
@@ -424,10 +449,11 @@ def test_the_buildx_engine_without_buildx_is_one_line(setup: Setup) -> None:
     if missing is None:
         pytest.skip("docker buildx is installed here; the real engine test covers it")
     done = setup.project.doit("publish:fixture-12", KMI_ENGINE="buildx")
-    assert done.code == 1
+    assert done.code == 2  # the build failed, so publish was skipped
+    assert "SKIPPED publish:fixture-12: a task it needs failed" in done.out
     assert (
-        f"FAILED publish:fixture-12: fixture-12: KMI_ENGINE=buildx, but {missing}; install "
-        "docker buildx, or unset KMI_ENGINE to publish with the native engine"
+        f"FAILED build:fixture-12-amd64: fixture-12-amd64: KMI_ENGINE=buildx, but {missing}; "
+        "install docker buildx, or unset KMI_ENGINE to use the native engine"
     ) in done.out
     assert "Traceback" not in done.out
 

@@ -18,7 +18,18 @@ from kmi.stages import bake as bake_stage
 from kmi.stages import containerdisk
 from kmi.stages import publish as publish_stage
 from kmi.stages.sysprep import skips_guest_steps
-from kmi.tasks import CTX, TaskDict, build_state, guarded, sparsify_is_current, test_passed
+from kmi.tasks import (
+    CTX,
+    TaskDict,
+    build_state,
+    buildx_destination,
+    check_buildx,
+    engine_build_key,
+    guarded,
+    registry_setting,
+    sparsify_is_current,
+    test_passed,
+)
 
 
 def images() -> dict[str, list[Target]]:
@@ -42,12 +53,12 @@ def _current_builds(targets: list[Target]) -> dict[str, str]:
     current = {}
     for target in targets:
         try:
-            state = build_state(target)
+            key = engine_build_key(target)
         except KmiError:
             continue
         receipt = CTX.paths.receipt(target.name, "build")
-        if state is not None and is_current(receipt, state[0]):
-            current[str(target.arch)] = state[0]
+        if key is not None and is_current(receipt, key):
+            current[str(target.arch)] = key
     return current
 
 
@@ -90,6 +101,11 @@ def manifest_is_current(image: str) -> bool:
 
 
 def run_manifest(image: str) -> None:
+    if CTX.settings.engine == "buildx":
+        raise KmiError(
+            f"{image}: with KMI_ENGINE=buildx the index is made in the registry by "
+            f"`docker buildx imagetools create`; run: doit publish:{image}"
+        )
     state = _manifest_state(image)
     targets = images()[image]
     if state is None:
@@ -132,10 +148,10 @@ def bake_file_of(image: str) -> Path:
     return CTX.paths.image_dir(image) / "docker-bake.json"
 
 
-def render_bake(image: str) -> tuple[str, list[Target], dict[str, str]]:
-    """The bake file's text, the targets it covers and the index annotations."""
-    from kmi.registry import Registry
-
+def render_bake(image: str) -> tuple[str, list[Target]]:
+    """The image's bake file (every arch with a current final disk, for use by hand or by
+    CI jobs of their own) and the targets it covers. `doit build` with KMI_ENGINE=buildx
+    bakes each target from a file of its own, with the same target definition."""
     targets = images()[image]
     ready = [t for t in targets if sparsify_is_current(t.name)]
     if CTX.settings.index_arches == "all" and len(ready) < len(targets):
@@ -146,25 +162,22 @@ def render_bake(image: str) -> tuple[str, list[Target], dict[str, str]]:
         )
     if not ready:
         raise KmiError(f"{image}: no current final disk; run: doit sparsify")
-    repository = repository_of(targets[0].flavor.name)
-    where = registry_setting()
-    insecure = where is not None and (
-        Registry.parse(where, CTX.settings.registry_insecure).scheme == "http"
-    )
     found = {}
     for target in ready:
         state = build_state(target)
         assert state is not None  # a current final disk implies a pinned entry
         context = CTX.paths.build / target.name / "bake"
+        repository, insecure = buildx_destination(target) or (
+            repository_of(target.flavor.name),
+            False,
+        )
         found[target.name] = bake_stage.bake_target(state[1], context, repository, insecure)
-    annotations = index_annotations(ready)
-    text = json.dumps(bake_stage.definition(image, found), indent=2) + "\n"
-    return text, ready, annotations
+    return json.dumps(bake_stage.definition(image, found), indent=2) + "\n", ready
 
 
 def bake_is_current(image: str) -> bool:
     try:
-        text, ready, _ = render_bake(image)
+        text, ready = render_bake(image)
         if bake_file_of(image).read_text(encoding="utf-8") != text:
             return False
     except (OSError, KmiError):
@@ -173,20 +186,12 @@ def bake_is_current(image: str) -> bool:
 
 
 def run_bake(image: str) -> None:
-    text, ready, annotations = render_bake(image)
+    text, ready = render_bake(image)
     for target in ready:
         bake_stage.link_context(CTX.paths.disk(target.name), CTX.paths.build / target.name / "bake")
     path = bake_file_of(image)
     write_if_changed(path, text)
-    arches = [str(t.arch) for t in ready]
-    details = {
-        "image": image,
-        "targets": [t.name for t in ready],
-        "arches": arches,
-        "annotations": annotations,
-    }
-    write_receipt(CTX.paths.image_receipt(image, "bake"), "", details)
-    say(f"{image}: bake definition over {', '.join(arches)} in {path}")
+    say(f"{image}: bake definition over {', '.join(str(t.arch) for t in ready)} in {path}")
 
 
 def task_bake() -> Iterator[TaskDict]:
@@ -208,14 +213,6 @@ def task_bake() -> Iterator[TaskDict]:
 # --- publish ----------------------------------------------------------------------------
 
 
-def registry_setting() -> str | None:
-    """`doit publish registry=HOST/PATH` wins over KMI_REGISTRY."""
-    from doit import get_var
-
-    given = get_var("registry", None)
-    return (given or "").strip() or CTX.settings.registry
-
-
 def moving_tags(image: str) -> tuple[str, ...]:
     """The tags every new build of the image moves: its version, and maybe `latest`."""
     targets = images()[image]
@@ -226,10 +223,16 @@ def moving_tags(image: str) -> tuple[str, ...]:
     return tuple(publish_stage.tag_of(t) for t in tags)
 
 
-def plan_of(image: str, repository: str, stage: str = "manifest") -> publish_stage.Plan:
+def plan_of(
+    image: str, repository: str, annotations: dict[str, str] | None = None
+) -> publish_stage.Plan:
+    """What to publish; the immutable tag is the index's version annotation (the manifest
+    task's, unless `annotations` are given)."""
     version = images()[image][0].version.version
-    receipt = read_receipt(CTX.paths.image_receipt(image, stage)) or {}
-    release = (receipt.get("annotations") or {}).get("org.opencontainers.image.version", version)
+    if annotations is None:
+        receipt = read_receipt(CTX.paths.image_receipt(image, "manifest")) or {}
+        annotations = receipt.get("annotations") or {}
+    release = annotations.get("org.opencontainers.image.version", version)
     return publish_stage.Plan(
         image=image,
         repository=repository,
@@ -246,14 +249,17 @@ def gated(flavor: Flavor) -> bool:
     return flavor.tier not in CTX.settings.untested_tiers
 
 
-def check_gate(image: str, stage: str = "manifest") -> None:
-    """Refuse to publish an index holding a disk that has not passed its boot test."""
+def check_gate(image: str, arches: list[str] | None = None) -> None:
+    """Refuse to publish an index holding a disk that has not passed its boot test; the
+    index's arches are `arches`, or those of the manifest task's receipt."""
     targets = images()[image]
     flavor = targets[0].flavor
     if not gated(flavor):
         return
-    receipt = read_receipt(CTX.paths.image_receipt(image, stage)) or {}
-    indexed = set(receipt.get("arches") or [str(t.arch) for t in targets])
+    if arches is None:
+        receipt = read_receipt(CTX.paths.image_receipt(image, "manifest")) or {}
+        arches = receipt.get("arches") or [str(t.arch) for t in targets]
+    indexed = set(arches)
     untested = [t.name for t in targets if str(t.arch) in indexed and not test_passed(t)]
     if untested:
         why = "test.required" if flavor.test.required else f"its tier, {flavor.tier}"
@@ -311,34 +317,33 @@ def run_publish(image: str) -> None:
 
 
 def run_publish_buildx(image: str) -> None:
-    """KMI_ENGINE=buildx: bake pushes each arch by digest, imagetools makes the tagged index."""
+    """KMI_ENGINE=buildx: each arch was pushed by digest by its build task (here or in
+    another CI job, its receipt brought along); imagetools makes the tagged index."""
     from kmi.registry import Client, Registry
 
-    check_gate(image, "bake")
+    targets = images()[image]
+    builds = _current_builds(targets)
+    chosen = [t for t in targets if str(t.arch) in builds]
+    missing = [t.name for t in targets if t not in chosen]
+    if not chosen or (missing and CTX.settings.index_arches == "all"):
+        raise KmiError(
+            f"{image}: no current buildx build of {', '.join(missing)}; run doit build for "
+            "them, or set KMI_INDEX_ARCHES=built to index only what was built"
+        )
+    check_gate(image, [str(t.arch) for t in chosen])
     where = registry_setting()
-    if where is None:
-        raise KmiError(
-            f"{image}: KMI_ENGINE=buildx pushes as it builds; set KMI_REGISTRY or pass "
-            "registry=HOST/PATH (the native engine makes a dry run without one)"
-        )
-    missing = bake_stage.missing_buildx()
-    if missing:
-        raise KmiError(
-            f"{image}: KMI_ENGINE=buildx, but {missing}; install docker buildx, or unset "
-            "KMI_ENGINE to publish with the native engine"
-        )
+    assert where is not None  # a current buildx build names its registry
+    check_buildx(image)
     registry = Registry.parse(where, CTX.settings.registry_insecure)
-    flavor = images()[image][0].flavor.name
-    plan = plan_of(image, registry.repository(flavor), "bake")
-    bake_file = bake_file_of(image)
-    receipt = read_receipt(CTX.paths.image_receipt(image, "bake")) or {}
-    names = list(receipt.get("targets") or [])
-    say(f"{image}: docker buildx bake {', '.join(names)} ({bake_file})")
-    digests = bake_stage.bake(bake_file, names, bake_file.with_name("bake-metadata.json"))
+    plan = plan_of(image, registry.repository(chosen[0].flavor.name), index_annotations(chosen))
     reference = f"{registry.host}/{plan.repository}"
+    digests = {
+        t.name: str((read_receipt(CTX.paths.receipt(t.name, "build")) or {})["digest"])
+        for t in chosen
+    }
     tags = [*plan.tags, plan.immutable]
     say(f"{image}: docker buildx imagetools create {reference}:{{{','.join(tags)}}}")
-    bake_stage.assemble(reference, list(digests.values()), tags, receipt.get("annotations") or {})
+    bake_stage.assemble(reference, list(digests.values()), tags, index_annotations(chosen))
     client = Client(
         registry, CTX.settings.http_retries, CTX.settings.http_backoff, CTX.settings.http_timeout
     )
@@ -348,7 +353,8 @@ def run_publish_buildx(image: str) -> None:
             f"{image}: docker buildx imagetools create finished, but {reference}:{plan.tags[0]} "
             "is not in the registry"
         )
-    say(f"{image}: pushed {reference}@{digest} with buildx")
+    left_out = f" (left out, not built: {', '.join(missing)})" if missing else ""
+    say(f"{image}: pushed {reference}@{digest} with buildx{left_out}")
     outcome = publish_stage.Outcome(image, reference, digest, tags, "pushed")
     results.record(CTX.paths.results(), CTX.run_id, outcome.to_json())
     details = {"host": registry.host, "repository": plan.repository, "engine": "buildx"}
@@ -360,14 +366,17 @@ def run_publish_buildx(image: str) -> None:
 def task_publish() -> Iterator[TaskDict]:
     """Push each image to KMI_REGISTRY (or registry=...): blobs, manifests, index, tags."""
     every = CTX.settings.index_arches == "all"
-    packer = "bake" if CTX.settings.engine == "buildx" else "manifest"
+    buildx = CTX.settings.engine == "buildx"
     for image, targets in images().items():
-        tests = [f"test:{t.name}" for t in targets if every or buildable_here(t)]
+        needed = [t.name for t in targets if every or buildable_here(t)]
+        tests = [f"test:{name}" for name in needed] if gated(targets[0].flavor) else []
+        # buildx: the per-arch images are pushed by their build tasks; natively, the index
+        packed = [f"build:{name}" for name in needed] if buildx else [f"manifest:{image}"]
         yield {
             "name": image,
             "doc": f"{image} -> <registry>/{targets[0].flavor.name}:{targets[0].version.version}",
             "actions": [(guarded(run_publish), [image])],
-            "task_dep": [f"{packer}:{image}", *(tests if gated(targets[0].flavor) else [])],
+            "task_dep": [*packed, *tests],
             "uptodate": [False],  # the registry's state is checked on every run: a few HEADs
             "verbosity": 2,
         }

@@ -8,6 +8,7 @@ never read a large file. Expected failures become one-line TaskFailed messages.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import sys
 import time
@@ -22,12 +23,13 @@ from doit.reporter import ConsoleReporter
 from kmi import maintained, oci, results
 from kmi.catalogue import Catalogue, Target, load_catalogue
 from kmi.errors import KmiError
-from kmi.files import hold
+from kmi.files import hold, write_if_changed
 from kmi.keys import is_current, write_receipt
 from kmi.lock import Lock, LockEntry, read_lock
 from kmi.paths import Paths
 from kmi.progress import say
 from kmi.settings import Settings, load_settings
+from kmi.stages import bake as bake_stage
 from kmi.stages import boottest, containerdisk
 from kmi.stages import sparsify as sparsify_stage
 from kmi.stages import sysprep as sysprep_stage
@@ -534,18 +536,54 @@ def build_state(target: Target) -> tuple[str, oci.ImageSpec] | None:
     return containerdisk.build_key(disk_key, spec, settings.layer_compression), spec
 
 
+def registry_setting() -> str | None:
+    """`doit publish registry=HOST/PATH` wins over KMI_REGISTRY."""
+    from doit import get_var
+
+    given = get_var("registry", None)
+    return (given or "").strip() or CTX.settings.registry
+
+
+def buildx_destination(target: Target) -> tuple[str, bool] | None:
+    """Where the buildx engine pushes the target (`host/repository`) and whether over plain
+    HTTP; None without a registry."""
+    from kmi.registry import Registry
+
+    where = registry_setting()
+    if where is None:
+        return None
+    registry = Registry.parse(where, CTX.settings.registry_insecure)
+    return f"{registry.host}/{registry.repository(target.flavor.name)}", registry.scheme == "http"
+
+
+def engine_build_key(target: Target) -> str | None:
+    """The build key of the engine in use (KMI_ENGINE); None when its inputs are not ready.
+    The buildx engine's output is the pushed per-arch image, so its key names where."""
+    state = build_state(target)
+    if state is None or CTX.settings.engine != "buildx":
+        return None if state is None else state[0]
+    destination = buildx_destination(target)
+    if destination is None:
+        return None
+    return bake_stage.build_key(state[0], destination[0])
+
+
 def build_is_current(name: str) -> bool:
     try:
-        state = build_state(CTX.targets[name])
+        key = engine_build_key(CTX.targets[name])
     except KmiError:
         return False  # the action says why
-    key = state[0] if state else None
+    if CTX.settings.engine == "buildx":
+        return key is not None and is_current(CTX.paths.receipt(name, "build"), key)
     return _current(name, "build", key, CTX.paths.layout(name) / "index.json")
 
 
 def run_build(name: str) -> None:
     from kmi.progress import Progress
 
+    if CTX.settings.engine == "buildx":
+        run_build_buildx(name)
+        return
     state = build_state(CTX.targets[name])
     if state is None:
         raise KmiError(f"{name}: no final disk; run: doit sparsify:{name}")
@@ -561,8 +599,51 @@ def run_build(name: str) -> None:
     _finish("build", name, key, layout, {"target": name, **made})
 
 
+def check_buildx(what: str) -> None:
+    """A one-line error when KMI_ENGINE=buildx cannot run here."""
+    missing = bake_stage.missing_buildx()
+    if missing:
+        raise KmiError(
+            f"{what}: KMI_ENGINE=buildx, but {missing}; install docker buildx, or unset "
+            "KMI_ENGINE to use the native engine"
+        )
+
+
+def run_build_buildx(name: str) -> None:
+    """KMI_ENGINE=buildx: BuildKit packs the final disk and pushes it by digest; the
+    receipt holds the digest, which the publish job (maybe on another machine) indexes."""
+    target = CTX.targets[name]
+    state = build_state(target)
+    if state is None:
+        raise KmiError(f"{name}: no final disk; run: doit sparsify:{name}")
+    destination = buildx_destination(target)
+    if destination is None:
+        raise KmiError(
+            f"{name}: KMI_ENGINE=buildx pushes as it builds; set KMI_REGISTRY or pass "
+            "registry=HOST/PATH"
+        )
+    check_buildx(name)
+    repository, insecure = destination
+    folder = CTX.paths.build / name
+    context = folder / "bake"
+    bake_stage.link_context(CTX.paths.disk(name), context)
+    bake_file = folder / "docker-bake.json"
+    definition = bake_stage.definition(
+        name, {name: bake_stage.bake_target(state[1], context, repository, insecure)}
+    )
+    write_if_changed(bake_file, json.dumps(definition, indent=2) + "\n")
+    say(f"{name}: docker buildx bake {name} ({bake_file})")
+    digest = bake_stage.bake(bake_file, [name], folder / "bake-metadata.json")[name]
+    say(f"{name}: pushed {repository}@{digest} with buildx")
+    details = {"target": name, "engine": "buildx", "repository": repository, "digest": digest}
+    write_receipt(
+        CTX.paths.receipt(name, "build"), bake_stage.build_key(state[0], repository), details
+    )
+
+
 def task_build() -> Iterator[TaskDict]:
-    """Pack each final disk as its per-arch containerdisk (an OCI layout, no daemon)."""
+    """Pack each final disk as its per-arch containerdisk (an OCI layout, no daemon; with
+    KMI_ENGINE=buildx, BuildKit pushes it by digest)."""
     yield from _per_target("build", run_build, build_is_current, needs="sparsify")
 
 

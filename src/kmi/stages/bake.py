@@ -24,8 +24,15 @@ from typing import Any
 
 from kmi import oci
 from kmi.errors import KmiError
+from kmi.keys import stage_key
 
 DISK_NAME = "disk.img"  # the file the context holds: a hard link to the final disk
+
+
+def build_key(native_key: str, repository: str) -> str:
+    """The buildx build's key: the native build's (the disk and everything the image
+    carries) and where the image is pushed."""
+    return stage_key("build-buildx", {"repository": repository}, {"kmi-bake": "1"}, [native_key])
 
 
 def platform(arch: str) -> str:
