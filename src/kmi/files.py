@@ -60,12 +60,17 @@ def hold(guard: Path, busy: str) -> IO[str]:
     return handle
 
 
-def feed(hasher: hashlib._Hash, path: Path, chunk: int = 1 << 20) -> int:
-    """Hash the whole file at `path` into `hasher`; returns the number of bytes read."""
+def feed(
+    hasher: hashlib._Hash, path: Path, chunk: int = 1 << 20, copy_to: IO[bytes] | None = None
+) -> int:
+    """Hash the whole file at `path` into `hasher` (and write it to `copy_to`, if given, in
+    the same pass); returns the number of bytes read."""
     size = 0
     with path.open("rb") as src:
         while block := src.read(chunk):
             hasher.update(block)
+            if copy_to is not None:
+                copy_to.write(block)
             size += len(block)
     return size
 

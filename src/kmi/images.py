@@ -3,7 +3,6 @@ docs:I."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -166,13 +165,13 @@ def render_bake(image: str) -> tuple[str, list[Target]]:
     for target in ready:
         state = build_state(target)
         assert state is not None  # a current final disk implies a pinned entry
-        context = CTX.paths.build / target.name / "bake"
+        context = CTX.paths.bake_context(target.name)
         repository, insecure = buildx_destination(target) or (
             repository_of(target.flavor.name),
             False,
         )
         found[target.name] = bake_stage.bake_target(state[1], context, repository, insecure)
-    return json.dumps(bake_stage.definition(image, found), indent=2) + "\n", ready
+    return bake_stage.definition(image, found), ready
 
 
 def bake_is_current(image: str) -> bool:
@@ -182,13 +181,13 @@ def bake_is_current(image: str) -> bool:
             return False
     except (OSError, KmiError):
         return False
-    return all((CTX.paths.build / t.name / "bake" / bake_stage.DISK_NAME).exists() for t in ready)
+    return all((CTX.paths.bake_context(t.name) / bake_stage.DISK_NAME).exists() for t in ready)
 
 
 def run_bake(image: str) -> None:
     text, ready = render_bake(image)
     for target in ready:
-        bake_stage.link_context(CTX.paths.disk(target.name), CTX.paths.build / target.name / "bake")
+        bake_stage.link_context(CTX.paths.disk(target.name), CTX.paths.bake_context(target.name))
     path = bake_file_of(image)
     write_if_changed(path, text)
     say(f"{image}: bake definition over {', '.join(str(t.arch) for t in ready)} in {path}")
@@ -335,7 +334,8 @@ def run_publish_buildx(image: str) -> None:
     assert where is not None  # a current buildx build names its registry
     check_buildx(image)
     registry = Registry.parse(where, CTX.settings.registry_insecure)
-    plan = plan_of(image, registry.repository(chosen[0].flavor.name), index_annotations(chosen))
+    annotations = index_annotations(chosen)
+    plan = plan_of(image, registry.repository(chosen[0].flavor.name), annotations)
     reference = f"{registry.host}/{plan.repository}"
     digests = {
         t.name: str((read_receipt(CTX.paths.receipt(t.name, "build")) or {})["digest"])
@@ -343,7 +343,7 @@ def run_publish_buildx(image: str) -> None:
     }
     tags = [*plan.tags, plan.immutable]
     say(f"{image}: docker buildx imagetools create {reference}:{{{','.join(tags)}}}")
-    bake_stage.assemble(reference, list(digests.values()), tags, index_annotations(chosen))
+    bake_stage.assemble(reference, list(digests.values()), tags, annotations)
     client = Client(
         registry, CTX.settings.http_retries, CTX.settings.http_backoff, CTX.settings.http_timeout
     )

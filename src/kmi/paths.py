@@ -58,6 +58,10 @@ class Paths:
         """The per-arch containerdisk, an OCI image layout."""
         return self.build / target / "oci"
 
+    def bake_context(self, target: str) -> Path:
+        """The buildx engine's build context: only a hard link to the final disk."""
+        return self.build / target / "bake"
+
     def image_dir(self, image: str) -> Path:
         """Outputs of one multi-arch image (targets' folders end in an arch; these cannot)."""
         return self.build / "images" / image

@@ -34,7 +34,6 @@ from kmi.oci import canonical
 from kmi.progress import human
 
 MANIFEST = "manifest.json"
-CHUNK = 1 << 20
 ARTIFACT = "application/vnd.kmi.stage-cache.v1"
 CONFIG = "application/vnd.kmi.stage-cache.config.v1+json"
 FILE = "application/octet-stream"
@@ -99,13 +98,10 @@ def _files(output: Path) -> list[Path]:
 
 def _copy(source: Path, dest: Path) -> tuple[int, str]:
     """Copy one file, hashing it on the way; (size, sha256)."""
-    hasher, size = hashlib.sha256(), 0
+    hasher = hashlib.sha256()
     dest.parent.mkdir(parents=True, exist_ok=True)
-    with source.open("rb") as src, dest.open("wb") as out:
-        while block := src.read(CHUNK):
-            hasher.update(block)
-            out.write(block)
-            size += len(block)
+    with dest.open("wb") as out:
+        size = feed(hasher, source, copy_to=out)
     return size, hasher.hexdigest()
 
 

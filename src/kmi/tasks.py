@@ -8,7 +8,6 @@ never read a large file. Expected failures become one-line TaskFailed messages.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import sys
 import time
@@ -451,14 +450,14 @@ def run_sysprep(name: str) -> None:
     output = CTX.paths.sysprep_image(name)
     if _restored("sysprep", name, key, output):
         return
+    host = host_arch()
     try:
-        sysprep_stage.skips_guest_steps(target, host_arch())  # the arch error, before any work
+        sysprep_stage.skips_guest_steps(target, host)  # the arch error, before any work
     except KmiError as err:
         cache = CTX.stage_cache
         if cache is None:
             raise
         raise KmiError(f"{err}; the stage cache has no {cache.where('sysprep', key)}") from None
-    host = host_arch()
     log = CTX.paths.log(name, "sysprep")
     say(f"{name}: customizing (log: {log})")
     limit = CTX.settings.guestfs_timeout
@@ -625,13 +624,11 @@ def run_build_buildx(name: str) -> None:
     check_buildx(name)
     repository, insecure = destination
     folder = CTX.paths.build / name
-    context = folder / "bake"
+    context = CTX.paths.bake_context(name)
     bake_stage.link_context(CTX.paths.disk(name), context)
     bake_file = folder / "docker-bake.json"
-    definition = bake_stage.definition(
-        name, {name: bake_stage.bake_target(state[1], context, repository, insecure)}
-    )
-    write_if_changed(bake_file, json.dumps(definition, indent=2) + "\n")
+    target_definition = bake_stage.bake_target(state[1], context, repository, insecure)
+    write_if_changed(bake_file, bake_stage.definition(name, {name: target_definition}))
     say(f"{name}: docker buildx bake {name} ({bake_file})")
     digest = bake_stage.bake(bake_file, [name], folder / "bake-metadata.json")[name]
     say(f"{name}: pushed {repository}@{digest} with buildx")

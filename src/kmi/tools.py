@@ -91,8 +91,7 @@ def _run_with_deadline(
 
     def stop() -> None:
         fired.set()
-        with contextlib.suppress(ProcessLookupError):
-            running.process.kill_group()
+        _kill_group(running)
 
     timer = threading.Timer(timeout, stop)
     timer.start()
@@ -104,6 +103,8 @@ def _run_with_deadline(
         raise
     except BaseException:
         _kill_group(running)
+        with contextlib.suppress(sh.ErrorReturnCode, sh.SignalException, ProcessLookupError):
+            running.wait()
         raise
     finally:
         timer.cancel()
@@ -111,10 +112,9 @@ def _run_with_deadline(
 
 
 def _kill_group(running: sh.RunningCommand) -> None:
+    """SIGKILL to the tool's process group: the tool and everything it started."""
     with contextlib.suppress(ProcessLookupError):
         running.process.kill_group()
-    with contextlib.suppress(sh.ErrorReturnCode, sh.SignalException, ProcessLookupError):
-        running.wait()
 
 
 @dataclass(frozen=True)

@@ -72,9 +72,10 @@ def bake_target(
     }
 
 
-def definition(image: str, targets: Mapping[str, dict[str, Any]]) -> dict[str, Any]:
-    """The bake file: a group named after the image over its per-arch targets."""
-    return {"group": {image: {"targets": list(targets)}}, "target": dict(targets)}
+def definition(image: str, targets: Mapping[str, dict[str, Any]]) -> str:
+    """The bake file's text: a group named after the image over its per-arch targets."""
+    found = {"group": {image: {"targets": list(targets)}}, "target": dict(targets)}
+    return json.dumps(found, indent=2) + "\n"
 
 
 def link_context(disk: Path, context: Path) -> None:
