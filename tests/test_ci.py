@@ -57,12 +57,12 @@ def test_the_matrix_has_one_job_per_target_on_a_runner_of_its_arch(project: Proj
     assert [job["target"] for job in written["include"]] == expected
     runners = {job["arch"]: job["runner"] for job in written["include"]}
     assert runners == {"amd64": "ubuntu-24.04", "arm64": "ubuntu-24.04-arm"}
-    fedora = next(j for j in written["include"] if j["target"] == "fedora-42-arm64")
+    fedora = next(j for j in written["include"] if j["target"] == "fedora-44-arm64")
     assert fedora == {
-        "target": "fedora-42-arm64",
-        "image": "fedora-42",
+        "target": "fedora-44-arm64",
+        "image": "fedora-44",
         "flavor": "fedora",
-        "version": "42",
+        "version": "44",
         "arch": "arm64",
         "runner": "ubuntu-24.04-arm",
     }

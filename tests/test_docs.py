@@ -23,10 +23,10 @@ def _blocks(markdown: str, language: str) -> list[str]:
 def _entry(arch: str) -> LockEntry:
     return LockEntry(
         flavor="fedora",
-        url=f"https://mirror.kmi.invalid/fedora/42/Fedora-Cloud-42-1.1.{arch}.qcow2",
+        url=f"https://mirror.kmi.invalid/fedora/44/Fedora-Cloud-44-1.1.{arch}.qcow2",
         digest=f"sha256:{arch[:1] * 64}",
         size=1,
-        release="42-1.1",
+        release="44-1.1",
         found="2026-11-20T01:02:03Z",
         checksum_url="https://mirror.kmi.invalid/CHECKSUM",
         signed_by="B" * 40,
@@ -37,17 +37,17 @@ def _entry(arch: str) -> LockEntry:
 def fedora_doc() -> docs.ImageDoc:
     catalogue = load_catalogue(REPO / "distros")
     flavor = catalogue.flavor("fedora")
-    version = next(v for v in flavor.versions if v.version == "42")
+    version = next(v for v in flavor.versions if v.version == "44")
     targets = tuple(targets_of(flavor, (version,)))
     entries = {t.name: _entry(str(t.arch)) for t in targets if str(t.arch) != "s390x"}
     return docs.ImageDoc(
-        image="fedora-42",
+        image="fedora-44",
         flavor=flavor,
         targets=targets,
         entries=entries,
         repository="localhost:5000/kmi/fedora",
-        tags=("42", "latest"),
-        immutable="42-1.1",
+        tags=("44", "latest"),
+        immutable="44-1.1",
         gated=False,
     )
 
@@ -60,31 +60,31 @@ def test_the_readme_manifests_parse_and_name_the_image_arch_and_user(
     kinds = [m["kind"] for m in manifests]
     assert kinds == ["VirtualMachine", "DataVolume", "DataVolume", "DataVolume"]
     vm = manifests[0]
-    assert vm["apiVersion"] == "kubevirt.io/v1" and vm["metadata"]["name"] == "fedora-42"
+    assert vm["apiVersion"] == "kubevirt.io/v1" and vm["metadata"]["name"] == "fedora-44"
     assert vm["spec"]["instancetype"] == {"name": "u1.medium"}
     assert vm["spec"]["preference"] == {"name": "fedora"}
     template = vm["spec"]["template"]["spec"]
     assert template["architecture"] == "amd64"
     volumes = {v["name"]: v for v in template["volumes"]}
-    assert volumes["containerdisk"]["containerDisk"]["image"] == "localhost:5000/kmi/fedora:42"
+    assert volumes["containerdisk"]["containerDisk"]["image"] == "localhost:5000/kmi/fedora:44"
     user_data = yaml.safe_load(volumes["cloudinit"]["cloudInitNoCloud"]["userData"])
     assert user_data["ssh_authorized_keys"] == [docs.KEY_PLACEHOLDER]
     assert "# the default user is fedora" in volumes["cloudinit"]["cloudInitNoCloud"]["userData"]
     for dv, arch in zip(manifests[1:], ("amd64", "arm64", "s390x"), strict=True):
         assert dv["apiVersion"] == "cdi.kubevirt.io/v1beta1"
-        assert dv["metadata"]["name"] == f"fedora-42-{arch}"
+        assert dv["metadata"]["name"] == f"fedora-44-{arch}"
         registry = dv["spec"]["source"]["registry"]
         assert registry == {
-            "url": "docker://localhost:5000/kmi/fedora:42",
+            "url": "docker://localhost:5000/kmi/fedora:44",
             "platform": {"architecture": arch},
         }
     (virtctl,) = _blocks(readme, "sh")
-    assert "--volume-containerdisk src:localhost:5000/kmi/fedora:42" in virtctl
+    assert "--volume-containerdisk src:localhost:5000/kmi/fedora:44" in virtctl
     assert "--user fedora" in virtctl and "--preference fedora" in virtctl
-    assert "| tags | `42`, `latest`, `42-1.1` |" in readme
+    assert "| tags | `44`, `latest`, `44-1.1` |" in readme
     assert "| default user | `fedora` (cloud-init) |" in readme
     assert f"| boot test | {docs.UNTESTED} |" in readme
-    assert f"| amd64 | <{_entry('amd64').url}> | `sha256:{'a' * 64}` | 42-1.1 | 2026-11-20 |" in (
+    assert f"| amd64 | <{_entry('amd64').url}> | `sha256:{'a' * 64}` | 44-1.1 | 2026-11-20 |" in (
         readme
     )
     assert "| s390x | not pinned yet (`doit discover:fedora`) | | | | |" in readme
@@ -148,3 +148,23 @@ def test_docs_rerun_only_when_their_text_changes(project: Project) -> None:
     moved = project.doit("docs:debian-12", KMI_REGISTRY="registry.kmi.invalid:5000/vms")
     assert moved.ran() == {"docs:debian-12"}
     assert "image: registry.kmi.invalid:5000/vms/debian:12" in readme.read_text()
+
+
+def test_the_readme_says_how_upstream_bytes_were_verified(tmp_path: Path) -> None:
+    catalogue = load_catalogue(REPO / "distros")
+    said = {}
+    for name in ("debian", "fedora", "alpine"):
+        flavor = catalogue.flavor(name)
+        targets = tuple(targets_of(flavor, flavor.versions[:1]))
+        doc = docs.ImageDoc(name, flavor, targets, {}, "r/x", ("1",), "", False)
+        said[name] = docs.image_readme(doc)
+    assert (
+        "**Unsigned upstream** (Debian's cloud image publishing writes SHA512SUMS and "
+        in (said["debian"])
+    )
+    assert "trust rests on HTTPS and that checksum" in said["debian"]
+    assert (
+        "and the checksum file against its OpenPGP signature by the pinned key" in (said["fedora"])
+    )
+    assert "and the image itself against its OpenPGP signature" in said["alpine"]
+    assert "Unsigned" not in said["fedora"] + said["alpine"]

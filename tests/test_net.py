@@ -107,10 +107,10 @@ def test_not_found_is_not_retried(mirror: MirrorServer) -> None:
 
 def test_progress_lines_without_a_terminal() -> None:
     out = io.StringIO()
-    meter = Progress("fedora-42-amd64: f.qcow2", 4 << 20, "auto", out)
+    meter = Progress("fedora-44-amd64: f.qcow2", 4 << 20, "auto", out)
     for _ in range(4):
         meter.advance(1 << 20)
     meter.finish()
     lines = out.getvalue().splitlines()
-    assert lines[:3] == [f"fedora-42-amd64: f.qcow2: {p}% of 4.0 MiB" for p in (25, 50, 75)]
-    assert lines[3].startswith("fedora-42-amd64: f.qcow2: 4.0 MiB in ")
+    assert lines[:3] == [f"fedora-44-amd64: f.qcow2: {p}% of 4.0 MiB" for p in (25, 50, 75)]
+    assert lines[3].startswith("fedora-44-amd64: f.qcow2: 4.0 MiB in ")

@@ -39,7 +39,7 @@ def fake_tools(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def fedora_like() -> Target:
     """Fedora's real entry, with every kind of step a Fedora build might add."""
-    real = target("fedora", "42", Arch.AMD64)
+    real = target("fedora", "44", Arch.AMD64)
     customize = dataclasses.replace(
         real.flavor.customize,
         grow="+2G",
@@ -64,12 +64,12 @@ def test_fedora_command_lines_are_pinned(tmp_path: Path, fake_tools: Path) -> No
         {"LIBGUESTFS_BACKEND": "direct"},
     )
     calls = fake_tools.read_text().replace(str(tmp_path), "<tmp>")
-    assert calls == (GOLDEN / "sysprep-fedora-42-amd64.txt").read_text()
+    assert calls == (GOLDEN / "sysprep-fedora-44-amd64.txt").read_text()
     assert out.exists()
 
 
 def test_nothing_to_customize_runs_only_sysprep(tmp_path: Path, fake_tools: Path) -> None:
-    fedora = target("fedora", "42", Arch.ARM64)
+    fedora = target("fedora", "44", Arch.ARM64)
     bare = Customize()
     flavor = dataclasses.replace(fedora.flavor, customize=bare)
     stage.sysprep(
@@ -87,11 +87,11 @@ def test_nothing_to_customize_runs_only_sysprep(tmp_path: Path, fake_tools: Path
 
 
 def test_foreign_arch_with_guest_steps_fails_at_once() -> None:
-    fedora = target("fedora", "42", Arch.ARM64)
+    fedora = target("fedora", "44", Arch.ARM64)
     with pytest.raises(KmiError) as err:
         stage.skips_guest_steps(fedora, "amd64")
     assert str(err.value) == (
-        "fedora-42-arm64: sysprep runs guest programs (packages, services, selinux_relabel), "
+        "fedora-44-arm64: sysprep runs guest programs (packages, services, selinux_relabel), "
         "which needs an arm64 host and this one is amd64; build it on an arm64 machine (with "
         "KMI_CACHE_URL set, this one restores it from there), or add arm64 to "
         f"customize.without_guest_steps in {REPO}/distros/fedora.yaml"
@@ -99,7 +99,7 @@ def test_foreign_arch_with_guest_steps_fails_at_once() -> None:
 
 
 def test_guest_steps_left_out_only_where_the_catalogue_says(tmp_path: Path) -> None:
-    fedora = target("fedora", "42", Arch.ARM64)
+    fedora = target("fedora", "44", Arch.ARM64)
     customize = dataclasses.replace(fedora.flavor.customize, without_guest_steps=(Arch.ARM64,))
     flavor = dataclasses.replace(fedora.flavor, customize=customize)
     arm = Target(flavor, fedora.version, Arch.ARM64)

@@ -45,21 +45,21 @@ def test_list_shows_families_and_every_target(project: Project) -> None:
     ]
     every = project.doit("list", "--all").out
     for flavor in (
-        "fedora-42",
+        "fedora-44",
         "centos-stream-9",
         "almalinux-9",
         "rocky-9",
-        "ubuntu-24.04",
+        "ubuntu-26.04",
         "debian-12",
-        "opensuse-leap-15.6",
-        "alpine-3.22",
+        "opensuse-leap-16.0",
+        "alpine-3.24",
     ):
         for arch in ("amd64", "arm64"):
             assert f"download:{flavor}-{arch} " in every
             assert f"checksum:{flavor}-{arch} " in every
     assert "download:archlinux-rolling-amd64 " in every
-    assert "manifest:fedora-42 " in every and "publish:fedora-42 " in every
-    assert "test:fedora-42-arm64 " in every and "docs:fedora-42 " in every
+    assert "manifest:fedora-44 " in every and "publish:fedora-44 " in every
+    assert "test:fedora-44-arm64 " in every and "docs:fedora-44 " in every
     assert "docs:release-chart " in every
 
 
@@ -70,7 +70,7 @@ def test_build_then_a_second_run_does_nothing(
     assert project.doit("discover:debian").code == 0
     first = project.doit("checksum")
     assert first.code == 2  # the other flavors have nothing in this mirror: checksum skipped
-    assert "SKIPPED checksum:fedora-42-amd64: a task it needs failed" in first.out
+    assert "SKIPPED checksum:fedora-44-amd64: a task it needs failed" in first.out
     built = {
         f"{s}:debian-{v}-{a}"
         for s in ("download", "checksum")
@@ -194,22 +194,35 @@ def test_image_signature_checked_before_caching(
     gpg_key: SigningKey,
     other_key: SigningKey,
 ) -> None:
-    upstreams.archlinux("20241001.267073")
-    assert project.doit("discover:archlinux").code == 0
-    upstreams.archlinux("20241001.267073", signer=other_key)
-    run = project.doit("download:archlinux-rolling-amd64")
+    upstreams.alpine("3.24", "1", "x86_64-bios")  # Alpine signs the image itself
+    upstreams.alpine("3.24", "1", "aarch64-uefi")
+    assert project.doit("discover:alpine").code == 0
+    upstreams.alpine("3.24", "1", "x86_64-bios", signer=other_key)
+    run = project.doit("download:alpine-3.24-amd64")
     assert run.code == 1
     assert "upstream.signature: signed by unknown key" in run.out
     assert cached_blobs(project) == []
-    upstreams.archlinux("20241001.267073")
-    ok = project.doit("download:archlinux-rolling-amd64")
+    upstreams.alpine("3.24", "1", "x86_64-bios")
+    ok = project.doit("download:alpine-3.24-amd64")
     assert ok.code == 0 and len(cached_blobs(project)) == 1
-    receipt = json.loads((project.work / "build/archlinux-rolling-amd64/download.json").read_text())
+    receipt = json.loads((project.work / "build/alpine-3.24-amd64/download.json").read_text())
     assert receipt["signed_by"] == gpg_key.fingerprint
     shutil.rmtree(project.work / "build")
     before = len(mirror.settled())
-    assert project.doit("download:archlinux-rolling-amd64").code == 0
+    assert project.doit("download:alpine-3.24-amd64").code == 0
     assert mirror.settled()[before:] == []  # a cache hit fetches not even the signature
+
+
+def test_a_signed_checksum_by_another_key_pins_nothing(
+    project: Project, upstreams: Upstreams, other_key: SigningKey
+) -> None:
+    upstreams.archlinux("20241001.267073", signer=other_key)  # arch-boxes signs its .SHA256
+    run = project.doit("discover:archlinux")
+    assert run.code == 1
+    assert "archlinux-rolling-amd64: " in run.out and "signed by unknown key" in run.out
+    assert "archlinux-rolling-amd64" not in json.loads(
+        (project.catalogue / "lock.json").read_text()
+    ).get("targets", {})
 
 
 XZ_FLAVOR = """\
@@ -227,7 +240,7 @@ upstream:
     index: https://images.example.org/{version}/
     match: 'demo-{version}-(?P<release>[0-9]+)\\.{uarch}\\.qcow2\\.xz'
   checksum: {url: "{dir}/SHA256SUMS", format: gnu, algorithm: sha256}
-  signature: {kind: none}
+  signature: {kind: none, why: the test upstream publishes no signature}
   compression: xz
 containerdisk: {user: demo}
 """

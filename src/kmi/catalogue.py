@@ -16,7 +16,8 @@ from typing import Any, Literal
 import yaml
 
 from kmi import schema, templates
-from kmi.errors import CatalogueError
+from kmi.errors import CatalogueError, VerificationError
+from kmi.signatures import Pins
 
 Tier = Literal["planned", "preview", "proposed", "stable"]
 NAME = re.compile(r"^[a-z0-9][a-z0-9.-]*$")
@@ -77,6 +78,17 @@ def _regex_template(allowed: frozenset[str], group: str) -> schema.Check:
 def _fingerprints(values: tuple[str, ...]) -> str | None:
     bad = [v for v in values if not FINGERPRINT.match(v)]
     return f"not a 40-digit uppercase hex fingerprint: {bad[0]!r}" if bad else None
+
+
+def _key_files(values: tuple[str, ...]) -> str | None:
+    fetched = [v for v in values if "://" in v]
+    if fetched:
+        return (
+            f"{fetched[0]!r}: keys are read from the repository, never fetched; keep the key "
+            "file beside the catalogue (e.g. keys/<flavor>.asc) and give its path"
+        )
+    absolute = [v for v in values if v.startswith("/") or v == ""]
+    return f"{absolute[0]!r}: give a path relative to the catalogue folder" if absolute else None
 
 
 def _templates(allowed: frozenset[str]) -> schema.Check:
@@ -164,6 +176,13 @@ class Track:
             _regex_template(frozenset({"flavor"}), "version"),
         )
     )
+    json_key: str = field(
+        default="",
+        metadata=_doc(
+            "the index is a JSON list: match each entry's value of this key, whole, instead of "
+            "searching the page text (however the JSON is laid out)"
+        ),
+    )
     keep: int = field(default=2, metadata=_doc("how many of the newest versions to maintain"))
     latest: bool = field(default=False, metadata=_doc("publish the newest of them as `latest`"))
 
@@ -199,12 +218,50 @@ class Signature:
     )
     keys: tuple[str, ...] = field(
         default=(),
-        metadata=_doc("where the public keys come from: URLs, or files relative to the catalogue"),
+        metadata=_doc(
+            "the public key files, relative to the catalogue folder (kept in the repository, "
+            "never fetched)",
+            _key_files,
+        ),
     )
     fingerprints: tuple[str, ...] = field(
         default=(),
-        metadata=_doc("pinned primary-key fingerprints (40 hex digits)", _fingerprints),
+        metadata=_doc(
+            "pinned primary-key fingerprints (40 hex digits) trusted for every version",
+            _fingerprints,
+        ),
     )
+    per_version: dict[str, tuple[str, ...]] = field(
+        default_factory=dict,
+        metadata=_doc(
+            "pinned fingerprints per version, for upstreams with one key per release "
+            "(Fedora, AlmaLinux); a version listed here trusts only its own keys",
+            lambda value: next(filter(None, map(_fingerprints, value.values())), None),
+        ),
+    )
+    why: str = field(
+        default="",
+        metadata=_doc("kind none: why upstream is treated as unsigned (said to users)"),
+    )
+
+    def pins(self, version: str, what: str) -> Pins:
+        """The fingerprints trusted for `version`; a VerificationError when there are none."""
+        pinned = self.per_version.get(version, self.fingerprints)
+        if not pinned:
+            listed = ", ".join(sorted(self.per_version))
+            where = (
+                f"upstream.signature.per_version has no entry for {version!r} (it has {listed})"
+                if self.per_version
+                else "no key fingerprints are pinned (upstream.signature.fingerprints)"
+            )
+            raise VerificationError(
+                f"{what}: {where}; pin the upstream's signing keys, or set "
+                "signature.kind: none if it signs nothing"
+            )
+        elsewhere = tuple(
+            (f, v) for v, fps in sorted(self.per_version.items()) if v != version for f in fps
+        )
+        return Pins(version, pinned, elsewhere)
 
 
 @dataclass(frozen=True)
@@ -424,6 +481,11 @@ def _cross_checks(flavor: Flavor) -> list[str]:
         problems.append(".upstream.discovery.pin: only for kind: listing")
     if sig.of == "image" and sig.kind != "detached":
         problems.append(".upstream.signature.of: 'image' needs kind: detached")
+    if sig.kind == "none" and not sig.why.strip():
+        problems.append(
+            ".upstream.signature.why: required when kind is none: say why upstream is treated "
+            "as unsigned (users are told)"
+        )
     return problems
 
 

@@ -140,6 +140,9 @@ def virtctl_line(doc: ImageDoc, target: Target) -> str:
     return " \\\n    ".join(words) + " \\\n  | kubectl create -f -"
 
 
+SIGNERS = {"unsigned": "unsigned", "image": "the image's own signature, checked on download"}
+
+
 def _source_rows(doc: ImageDoc) -> list[str]:
     rows = [
         "| arch | upstream file | digest | release | pulled | signed by |",
@@ -151,12 +154,30 @@ def _source_rows(doc: ImageDoc) -> list[str]:
             hint = f"not pinned yet (`doit discover:{doc.flavor.name}`)"
             rows.append(f"| {target.arch} | {hint} | | | | |")
             continue
-        signed = "unsigned" if entry.signed_by == "unsigned" else f"`{entry.signed_by}`"
+        signed = SIGNERS.get(entry.signed_by, f"`{entry.signed_by}`")
         rows.append(
             f"| {target.arch} | <{entry.url}> | `{entry.digest}` | {entry.release} "
             f"| {entry.found[:10]} | {signed} |"
         )
     return rows
+
+
+def _verification(flavor: Flavor) -> str:
+    sig = flavor.upstream.signature
+    done = (
+        "the disk was customized (qemu-guest-agent, cloud-init), cleaned of host identity and "
+        "sparsified."
+    )
+    if sig.kind == "none":
+        return (
+            f"**Unsigned upstream** ({sig.why}): every upstream file below was checked against "
+            f"the checksum upstream publishes, and trust rests on HTTPS and that checksum; {done}"
+        )
+    signed = "the image itself" if sig.of == "image" else "the checksum file"
+    return (
+        "Every upstream file below was verified against its published checksum before use, "
+        f"and {signed} against its OpenPGP signature by the pinned key named below; {done}"
+    )
 
 
 def image_readme(doc: ImageDoc) -> str:
@@ -188,9 +209,7 @@ def image_readme(doc: ImageDoc) -> str:
     lines += [
         f"| catalogue | `{flavor.source.name}` |",
         "",
-        "Every upstream file below was verified against its published checksum and signature "
-        "before use; the disk was customized (qemu-guest-agent, cloud-init), cleaned of host "
-        "identity and sparsified.",
+        _verification(flavor),
         "",
         *_source_rows(doc),
         "",

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 import requests
 import urllib3
 
-from kmi import __version__
+from kmi import __version__, recording
 from kmi.errors import TransferError
 from kmi.files import feed
 from kmi.progress import Progress
@@ -148,6 +148,7 @@ class Http:
                 return bytes(data)
 
         result: bytes = self._retrying(url, attempt)
+        self._record(recording.keep, url, result)
         return result
 
     def size(self, url: str) -> int | None:
@@ -159,7 +160,20 @@ class Http:
                 return int(length) if length and length.isdigit() else None
 
         found: int | None = self._retrying(url, attempt)
+        if found is not None:
+            self._record(recording.keep_size, url, found)
         return found
+
+    def _record(self, how: Callable[[Path, str, Any], None], url: str, what: Any) -> None:
+        """KMI_RECORD: keep what was fetched, mirror-shaped (see kmi.recording)."""
+        if self.settings.record is None:
+            return
+        try:
+            how(self.settings.record, url, what)
+        except OSError as err:
+            raise TransferError(
+                f"KMI_RECORD={self.settings.record}: cannot keep {url}: {err.strerror}"
+            ) from None
 
     def download(
         self,

@@ -45,6 +45,8 @@ class Settings:
     guestfs_timeout: float = 3600.0  # KMI_GUESTFS_TIMEOUT: seconds per libguestfs tool run
     engine: str = "native"  # KMI_ENGINE: "native" (no daemon) or "buildx" (BuildKit)
     stage_cache: str | None = None  # KMI_CACHE_URL: the shared stage cache (folder or registry)
+    require_signed: bool = False  # KMI_REQUIRE_SIGNED: refuse upstreams that sign nothing
+    record: Path | None = None  # KMI_RECORD: keep every small upstream file fetched, mirror-shaped
 
     def test_timeout(self, arch: str) -> float:
         return dict(self.test_timeouts).get(arch, max(t for _, t in self.test_timeouts))
@@ -179,4 +181,6 @@ def load_settings(env: dict[str, str] | None = None, root: Path | None = None) -
         docs_dir=root / env.get("KMI_DOCS_DIR", "docs/images"),
         ci_runners=_runners(env),
         stage_cache=env.get("KMI_CACHE_URL", "").strip() or None,
+        require_signed=_flag(env, "KMI_REQUIRE_SIGNED"),
+        record=root / record if (record := env.get("KMI_RECORD", "").strip()) else None,
     )

@@ -170,13 +170,15 @@ class Context:
         say(f"{target.name}: not pinned in {lock_file}; discovering it")
         from kmi import discover
 
-        rings = discover.KeyringCache(self.http)
+        rings = discover.KeyringCache()
         try:
             found = discover.discover_target(self.http, rings, target)
         finally:
             rings.close()
         change = discover.record(lock_file, target.name, found)
         say(change or f"{target.name}: unchanged")
+        if found.signed_by == "unsigned":
+            say(f"{target.name}: {discover.UNSIGNED} ({target.flavor.upstream.signature.why})")
         return found
 
 
@@ -315,10 +317,10 @@ def _image_check(target: Target, entry: LockEntry) -> Callable[[Path], str] | No
     def check(path: Path) -> str:
         from kmi import discover
 
-        rings = discover.KeyringCache(CTX.http)
+        rings = discover.KeyringCache()
         try:
             signature = CTX.http.content(entry.image_signature_url)
-            return rings.of(target.flavor).detached(path, signature)
+            return rings.detached(target, path, signature)
         finally:
             rings.close()
 
@@ -326,7 +328,10 @@ def _image_check(target: Target, entry: LockEntry) -> Callable[[Path], str] | No
 
 
 def run_download(name: str) -> None:
+    from kmi import discover
+
     target = CTX.targets[name]
+    discover.refuse_unsigned(CTX.http, target)
     entry = CTX.entry_for(target)
     compression = target.flavor.upstream.compression
     fetched = download(
@@ -578,8 +583,10 @@ def build_is_current(name: str) -> bool:
 
 
 def run_build(name: str) -> None:
+    from kmi import discover
     from kmi.progress import Progress
 
+    discover.refuse_unsigned(CTX.http, CTX.targets[name])  # a disk from a cache or another job
     if CTX.settings.engine == "buildx":
         run_build_buildx(name)
         return

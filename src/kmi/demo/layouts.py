@@ -15,7 +15,7 @@ Populate = Callable[[Upstreams], dict[str, Image]]
 
 def fedora(u: Upstreams) -> dict[str, Image]:
     out = {}
-    for v, rel in (("43", "1.6"), ("42", "1.1")):
+    for v, rel in (("44", "1.7"), ("43", "1.6")):
         for arch, uarch in (("amd64", "x86_64"), ("arm64", "aarch64"), ("s390x", "s390x")):
             out[f"fedora-{v}-{arch}"] = u.fedora(v, rel, uarch)
     return out
@@ -26,15 +26,15 @@ def centos(u: Upstreams) -> dict[str, Image]:
     for v in ("10", "9"):
         for arch, uarch in (("amd64", "x86_64"), ("arm64", "aarch64"), ("s390x", "s390x")):
             u.centos(v, "20240101", uarch)
-            out[f"centos-stream-{v}-{arch}"] = u.centos(v, "20241007", uarch)
+            out[f"centos-stream-{v}-{arch}"] = u.centos(v, "20241118", uarch)
     return out
 
 
 def almalinux(u: Upstreams) -> dict[str, Image]:
     out = {}
-    for v in ("10", "9"):
+    for v, build in (("10", ("2", "20260526.0")), ("9", ("8", "20260526"))):
         for arch, uarch in (("amd64", "x86_64"), ("arm64", "aarch64"), ("s390x", "s390x")):
-            out[f"almalinux-{v}-{arch}"] = u.almalinux(v, "9", "20241120", uarch)
+            out[f"almalinux-{v}-{arch}"] = u.almalinux(v, *build, uarch)
     return out
 
 
@@ -49,10 +49,10 @@ def rocky(u: Upstreams) -> dict[str, Image]:
 
 def ubuntu(u: Upstreams) -> dict[str, Image]:
     out = {}
-    for v, name in (("24.04", "noble"), ("22.04", "jammy")):
+    for v, name in (("26.04", "resolute"), ("24.04", "noble")):
         for arch in ("amd64", "arm64", "s390x"):
-            u.ubuntu(v, name, "20240901", arch)
-            out[f"ubuntu-{v}-{arch}"] = u.ubuntu(v, name, "20241004", arch)
+            u.ubuntu(v, name, "20260801", arch)
+            out[f"ubuntu-{v}-{arch}"] = u.ubuntu(v, name, "20260927", arch)
     return out
 
 
@@ -66,17 +66,17 @@ def debian(u: Upstreams) -> dict[str, Image]:
 
 
 def opensuse(u: Upstreams) -> dict[str, Image]:
-    out = {}
-    for v in ("16.0", "15.6"):
-        for arch, uarch in (("amd64", "x86_64"), ("arm64", "aarch64")):
-            u.opensuse(v, "9.8", uarch)
-            out[f"opensuse-leap-{v}-{arch}"] = u.opensuse(v, "16.54", uarch)
-    return out
+    """amd64 has a build-numbered twin (pinned); arm64 and s390x only the fixed name."""
+    return {
+        "opensuse-leap-16.0-amd64": u.opensuse("16.0", "x86_64", build="16.2"),
+        "opensuse-leap-16.0-arm64": u.opensuse("16.0", "aarch64"),
+        "opensuse-leap-16.0-s390x": u.opensuse("16.0", "s390x"),
+    }
 
 
 def alpine(u: Upstreams) -> dict[str, Image]:
     out = {}
-    for v in ("3.22", "3.21"):
+    for v in ("3.24", "3.23"):
         for arch, uarch in (("amd64", "x86_64-bios"), ("arm64", "aarch64-uefi")):
             u.alpine(v, "1", uarch)
             out[f"alpine-{v}-{arch}"] = u.alpine(v, "10", uarch)
@@ -103,7 +103,7 @@ LAYOUTS: dict[str, tuple[Populate, str, str]] = {
     "debian": (debian, "sha512", "unsigned"),
     "opensuse-leap": (opensuse, "sha256", "key"),
     "alpine": (alpine, "sha512", "image"),
-    "archlinux": (archlinux, "sha256", "image"),
+    "archlinux": (archlinux, "sha256", "key"),
     "amazonlinux": (amazonlinux, "sha256", "unsigned"),
 }
 

@@ -129,6 +129,8 @@ class _Handler(BaseHTTPRequestHandler):
         target = (self.server_state.root / path.lstrip("/")).resolve()
         if not str(target).startswith(str(self.server_state.root.resolve())):
             self._error(403)
+        elif target.is_dir() and (target / "index.html").is_file() and path.endswith("/"):
+            self._file(target / "index.html", path, body)  # as nginx's `index` does
         elif target.is_dir():
             self._listing(target, path, body)
         elif target.is_file():

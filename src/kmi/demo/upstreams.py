@@ -110,29 +110,48 @@ class Upstreams:
         self.put(url, img.data)
         return img
 
-    def fedora(self, version: str, release: str, uarch: str = "x86_64") -> Image:
-        base = f"https://download.fedoraproject.org/pub/fedora/linux/releases/{version}/Cloud"
-        img = self.image(
-            f"{base}/{uarch}/images/Fedora-Cloud-Base-Generic-{version}-{release}.{uarch}.qcow2"
+    def files(self, folder: str, names: list[str]) -> dict[str, Image]:
+        """Other files upstream publishes beside an image (aliases, other variants)."""
+        return {name: self.image(f"{folder}/{name}", 4096) for name in names}
+
+    def fedora(
+        self, version: str, release: str, uarch: str = "x86_64", signer: SigningKey | None = None
+    ) -> Image:
+        """releases.json (minified, as it may be served) lists GCE, EC2, UKI and Generic
+        Cloud_Base entries; the clear-signed CHECKSUM beside them lists them all."""
+        tree = "fedora-secondary" if uarch == "s390x" else "fedora/linux"
+        base = f"https://download.fedoraproject.org/pub/{tree}/releases/{version}/Cloud"
+        folder = f"{base}/{uarch}/images"
+        img = self.image(f"{folder}/Fedora-Cloud-Base-Generic-{version}-{release}.{uarch}.qcow2")
+        others = self.files(
+            folder,
+            [
+                f"Fedora-Cloud-Base-GCE-{version}-{release}.{uarch}.tar.gz",
+                f"Fedora-Cloud-Base-AmazonEC2-{version}-{release}.{uarch}.raw.xz",
+                f"Fedora-Cloud-Base-UEFI-UKI-{version}-{release}.{uarch}.qcow2",
+            ],
         )
-        text = (
-            f"# Fedora-Cloud-{version}-{release}-{uarch}-CHECKSUM\n"
-            f"# {img.name}: {len(img.data)} bytes\n"
-            f"SHA256 ({img.name}) = {img.hexdigest()}\n"
+        everything = [img, *others.values()]
+        text = f"# Fedora-Cloud-{version}-{release}-{uarch}-CHECKSUM\n" + "".join(
+            f"# {i.name}: {len(i.data)} bytes\nSHA256 ({i.name}) = {i.hexdigest()}\n"
+            for i in everything
         )
-        self.put(
-            f"{img.dir}/Fedora-Cloud-{version}-{release}-{uarch}-CHECKSUM", self.key.clearsign(text)
-        )
+        checksum = f"{folder}/Fedora-Cloud-{version}-{release}-{uarch}-CHECKSUM"
+        self.put(checksum, (signer or self.key).clearsign(text))
+        for i in everything:
+            uki = "UEFI-UKI" in i.name
+            self.releases.append(
+                {
+                    "version": version,
+                    "arch": uarch,
+                    "link": i.url,
+                    "variant": "Cloud",
+                    "subvariant": "Cloud_Base_UKI" if uki else "Cloud_Base",
+                    "sha256": i.hexdigest(),
+                    "size": str(len(i.data)),
+                }
+            )
         self.releases += [
-            {
-                "version": version,
-                "arch": uarch,
-                "link": img.url,
-                "variant": "Cloud",
-                "subvariant": "Cloud_Base",
-                "sha256": img.hexdigest(),
-                "size": str(len(img.data)),
-            },
             {
                 "version": version,
                 "arch": uarch,
@@ -142,39 +161,87 @@ class Upstreams:
                 "sha256": "0" * 64,
                 "size": "1",
             },
+            {  # a beta of the next release, without a digest yet
+                "version": f"{int(version) + 1} Beta",
+                "arch": uarch,
+                "variant": "Cloud",
+                "subvariant": "Cloud_Base",
+                "link": f"{folder}/Fedora-Cloud-Base-Generic-{int(version) + 1}_Beta-1.1"
+                f".{uarch}.qcow2",
+                "sha256": "",
+                "size": "1",
+            },
         ]
-        self.put("https://fedoraproject.org/releases.json", json.dumps(self.releases, indent=1))
+        self.put(
+            "https://fedoraproject.org/releases.json",
+            json.dumps(self.releases, separators=(",", ":")),
+        )
         return img
 
     def centos(self, version: str, date: str, uarch: str = "x86_64") -> Image:
+        """CHECKSUM (BSD) gives every file a `# <file>: <n> bytes` line, -latest aliases too."""
         folder = f"https://cloud.centos.org/centos/{version}-stream/{uarch}/images"
         img = self.image(f"{folder}/CentOS-Stream-GenericCloud-{version}-{date}.0.{uarch}.qcow2")
         self.put(f"{folder}/CentOS-Stream-GenericCloud-{version}-latest.{uarch}.qcow2", img.data)
-        self._append(
-            f"{folder}/CHECKSUM",
-            f"# {img.name}: {len(img.data)} bytes\nSHA256 ({img.name}) = {img.hexdigest()}\n",
+        alias = Image(
+            f"{folder}/CentOS-Stream-GenericCloud-{version}-latest.{uarch}.qcow2", img.data
         )
+        others = self.files(
+            folder,
+            [
+                f"CentOS-Stream-Container-Base-{version}-{date}.0.{uarch}.tar.xz",
+                f"CentOS-Stream-ec2-{version}-{date}.0.{uarch}.raw.xz",
+                f"CentOS-Stream-GenericCloud-{uarch}-{version}-{date}.0.{uarch}.qcow2",
+                f"CentOS-Stream-Vagrant-{version}-{date}.0.{uarch}.vagrant-libvirt.box",
+            ],
+        )
+        for i in [*others.values(), img, alias]:
+            self._append(
+                f"{folder}/CHECKSUM",
+                f"# {i.name}: {len(i.data)} bytes\nSHA256 ({i.name}) = {i.hexdigest()}\n",
+            )
         return img
 
-    def almalinux(self, version: str, minor: str, date: str, uarch: str = "x86_64") -> Image:
+    def almalinux(
+        self,
+        version: str,
+        minor: str,
+        date: str,
+        uarch: str = "x86_64",
+        signer: SigningKey | None = None,
+    ) -> Image:
+        """CHECKSUM (GNU) lists the dated GenericCloud image, its ext4 and OpenNebula siblings
+        and their -latest aliases; a detached CHECKSUM.asc signs it."""
         folder = f"https://repo.almalinux.org/almalinux/{version}/cloud/{uarch}/images"
-        img = self.image(
-            f"{folder}/AlmaLinux-{version}-GenericCloud-{version}.{minor}-{date}.{uarch}.qcow2"
-        )
-        self.put(f"{folder}/AlmaLinux-{version}-GenericCloud-latest.{uarch}.qcow2", img.data)
-        lines = (
-            f"{img.hexdigest()}  {img.name}\n{img.hexdigest()}  "
-            f"AlmaLinux-{version}-GenericCloud-latest.{uarch}.qcow2\n"
-        )
-        self.put(f"{folder}/CHECKSUM", self.key.clearsign(lines))
+        build = f"{version}.{minor}-{date}"
+        img = self.image(f"{folder}/AlmaLinux-{version}-GenericCloud-{build}.{uarch}.qcow2")
+        ext4 = self.image(f"{folder}/AlmaLinux-{version}-GenericCloud-ext4-{build}.{uarch}.qcow2")
+        nebula = self.image(f"{folder}/AlmaLinux-{version}-OpenNebula-{build}.{uarch}.qcow2")
+        rows = [
+            (img, img.name),
+            (ext4, ext4.name),
+            (ext4, f"AlmaLinux-{version}-GenericCloud-ext4-latest.{uarch}.qcow2"),
+            (img, f"AlmaLinux-{version}-GenericCloud-latest.{uarch}.qcow2"),
+            (nebula, nebula.name),
+            (nebula, f"AlmaLinux-{version}-OpenNebula-latest.{uarch}.qcow2"),
+        ]
+        for source, name in rows[1:]:
+            self.put(f"{folder}/{name}", source.data)
+        sums = "".join(f"{i.hexdigest()}  {name}\n" for i, name in rows).encode()
+        self.put(f"{folder}/CHECKSUM", sums)
+        self.put(f"{folder}/CHECKSUM.asc", (signer or self.key).detach_sign(sums))
         return img
 
     def rocky(self, version: str, minor: str, date: str, uarch: str = "x86_64") -> Image:
+        """Per-image `<image>.CHECKSUM` (BSD) beside a `-Base.latest` alias."""
         folder = f"https://dl.rockylinux.org/pub/rocky/{version}/images/{uarch}"
         img = self.image(
             f"{folder}/Rocky-{version}-GenericCloud-Base-{version}.{minor}-{date}.0.{uarch}.qcow2"
         )
-        self.put(f"{img.url}.CHECKSUM", f"SHA256 ({img.name}) = {img.hexdigest()}\n")
+        self.put(f"{folder}/Rocky-{version}-GenericCloud-Base.latest.{uarch}.qcow2", img.data)
+        line = f"SHA256 ({img.name}) = {img.hexdigest()}\n"
+        self.put(f"{img.url}.CHECKSUM", line)
+        self._append(f"{folder}/CHECKSUM", line)
         return img
 
     def ubuntu(
@@ -185,11 +252,29 @@ class Upstreams:
         arch: str = "amd64",
         signer: SigningKey | None = None,
     ) -> Image:
+        """simplestreams items whose paths are relative to releases/ (the folder holding
+        streams/); SHA256SUMS with `*` markers lists every file of the build folder."""
+        root = "https://cloud-images.ubuntu.com/releases"
         rel = f"server/releases/{name}/release-{date}"
-        img = self.image(
-            f"https://cloud-images.ubuntu.com/{rel}/ubuntu-{version}-server-cloudimg-{arch}.img"
+        stem = f"ubuntu-{version}-server-cloudimg-{arch}"
+        img = self.image(f"{root}/{rel}/{stem}.img")
+        suffixes = {
+            "disk-kvm.img": "-disk-kvm.img",
+            "lxd.tar.xz": "-lxd.tar.xz",
+            "root.tar.xz": "-root.tar.xz",
+            "squashfs": ".squashfs",
+            "tar.gz": ".tar.gz",
+            "ova": ".ova",
+            "vmdk": ".vmdk",
+            "azure.vhd.zip": "-azure.vhd.zip",
+            "wsl.rootfs.tar.gz": "-wsl.rootfs.tar.gz",
+            "vagrant.box": "-vagrant.box",
+        }
+        others = self.files(img.dir, [stem + s for s in suffixes.values()])
+        sums = self._append(
+            f"{img.dir}/SHA256SUMS",
+            "".join(f"{i.hexdigest()} *{i.name}\n" for i in [*others.values(), img]),
         )
-        sums = self._append(f"{img.dir}/SHA256SUMS", f"{img.hexdigest()} *{img.name}\n")
         self.put(f"{img.dir}/SHA256SUMS.gpg", (signer or self.key).detach_sign(sums))
         product = self.products.setdefault(
             f"com.ubuntu.cloud:server:{version}:{arch}",
@@ -197,61 +282,101 @@ class Upstreams:
         )
         versions = product["versions"]
         assert isinstance(versions, dict)
-        versions[date] = {
-            "items": {
-                "disk1.img": {
-                    "ftype": "disk1.img",
-                    "path": f"{rel}/{img.name}",
-                    "sha256": img.hexdigest(),
-                    "size": len(img.data),
-                }
-            },
-            "label": "release",
+        items = {
+            ftype: {
+                "ftype": ftype,
+                "path": f"{rel}/{stem}{suffix}",
+                "sha256": others[stem + suffix].hexdigest(),
+                "size": len(others[stem + suffix].data),
+            }
+            for ftype, suffix in suffixes.items()
         }
+        items["disk1.img"] = {
+            "ftype": "disk1.img",
+            "path": f"{rel}/{img.name}",
+            "sha256": img.hexdigest(),
+            "size": len(img.data),
+        }
+        versions[date] = {"items": items, "label": "release", "pubname": f"{stem}-{date}"}
         doc = {
             "content_id": "com.ubuntu.cloud:released:download",
             "format": "products:1.0",
             "products": self.products,
         }
-        self.put(
-            "https://cloud-images.ubuntu.com/releases/streams/v1/"
-            "com.ubuntu.cloud:released:download.json",
-            json.dumps(doc, indent=1),
-        )
+        self.put(f"{root}/streams/v1/com.ubuntu.cloud:released:download.json", json.dumps(doc))
         return img
 
     def debian(self, version: str, name: str, build: str, arch: str = "amd64") -> Image:
+        """A dated folder: SHA512SUMS lists every variant and format of the build."""
         folder = f"https://cloud.debian.org/images/cloud/{name}/{build}"
         img = self.image(f"{folder}/debian-{version}-genericcloud-{arch}-{build}.qcow2")
-        self._append(f"{folder}/SHA512SUMS", f"{img.hexdigest('sha512')}  {img.name}\n")
+        others = self.files(
+            folder,
+            [
+                f"debian-{version}-genericcloud-{arch}-{build}.json",
+                f"debian-{version}-genericcloud-{arch}-{build}.raw",
+                f"debian-{version}-genericcloud-{arch}-{build}.tar.xz",
+                f"debian-{version}-generic-{arch}-{build}.qcow2",
+                f"debian-{version}-nocloud-{arch}-{build}.qcow2",
+            ],
+        )
+        self._append(
+            f"{folder}/SHA512SUMS",
+            "".join(f"{i.hexdigest('sha512')}  {i.name}\n" for i in [*others.values(), img]),
+        )
         latest = f"https://cloud.debian.org/images/cloud/{name}/latest"
         self.put(f"{latest}/debian-{version}-genericcloud-{arch}.qcow2", img.data)
         return img
 
-    def opensuse(self, version: str, build: str, uarch: str = "x86_64") -> Image:
+    def opensuse(self, version: str, uarch: str = "x86_64", build: str = "") -> Image:
+        """The fixed name (`Leap-16.0-Minimal-VM.x86_64-Cloud.qcow2`, s390x with the arch twice)
+        and, given `build`, its build-numbered twin; each with a `.sha256` (one line; two spaces
+        from 16.0, one before) and a detached `.sha256.asc`."""
         folder = f"https://download.opensuse.org/distribution/leap/{version}/appliances"
-        img = self.image(
-            f"{folder}/openSUSE-Leap-{version}-Minimal-VM.{uarch}-{version}.0-Cloud-"
-            f"Build{build}.qcow2"
+        prefix = "" if version.startswith("16") else "openSUSE-"
+        machine = f"{uarch}-{uarch}" if uarch == "s390x" else uarch
+        fixed = self.image(f"{folder}/{prefix}Leap-{version}-Minimal-VM.{machine}-Cloud.qcow2")
+        self._sha256_signed(fixed, "  " if version.startswith("16") else " ")
+        self.files(folder, [f"{prefix}Leap-{version}-Minimal-VM.{machine}-kvm-and-xen.qcow2"])
+        if not build:
+            return fixed
+        twin = Image(
+            f"{folder}/{prefix}Leap-{version}-Minimal-VM.{machine}-Cloud-Build{build}.qcow2",
+            fixed.data,
         )
-        self.put(f"{folder}/openSUSE-Leap-{version}-Minimal-VM.{uarch}-Cloud.qcow2", img.data)
-        sums = f"{img.hexdigest()}  {img.name}\n".encode()
+        self.put(twin.url, twin.data)
+        self._sha256_signed(twin, "  " if version.startswith("16") else " ")
+        return twin
+
+    def _sha256_signed(self, img: Image, gap: str) -> None:
+        sums = f"{img.hexdigest()}{gap}{img.name}\n".encode()
         self.put(f"{img.url}.sha256", sums)
         self.put(f"{img.url}.sha256.asc", self.key.detach_sign(sums))
-        return img
 
-    def alpine(self, version: str, patch: str, uarch: str = "x86_64-bios") -> Image:
+    def alpine(
+        self, version: str, patch: str, uarch: str = "x86_64-bios", signer: SigningKey | None = None
+    ) -> Image:
+        """`nocloud_` names before 3.24, `generic_` from 3.24, `-tiny-` siblings; a bare
+        `.sha512` and a detached `.asc` over the image itself."""
         folder = f"https://dl-cdn.alpinelinux.org/alpine/v{version}/releases/cloud"
-        img = self.image(f"{folder}/nocloud_alpine-{version}.{patch}-{uarch}-cloudinit-r0.qcow2")
-        self.put(f"{img.url}.sha512", f"{img.hexdigest('sha512')}  {img.name}\n")
-        self.put(f"{img.url}.asc", self.key.detach_sign(img.data))
+        kind = "generic" if [int(p) for p in version.split(".")] >= [3, 24] else "nocloud"
+        img = self.image(f"{folder}/{kind}_alpine-{version}.{patch}-{uarch}-cloudinit-r0.qcow2")
+        tiny = self.image(f"{folder}/{kind}_alpine-{version}.{patch}-{uarch}-tiny-r0.qcow2")
+        for i in (img, tiny):
+            self.put(f"{i.url}.sha512", f"{i.hexdigest('sha512')}\n")
+            self.put(f"{i.url}.asc", (signer or self.key).detach_sign(i.data))
         return img
 
     def archlinux(self, build: str, signer: SigningKey | None = None) -> Image:
+        """A `v<build>/` folder; every file, the `.SHA256` too, has a binary `.sig`."""
         folder = f"https://geo.mirror.pkgbuild.com/images/v{build}"
         img = self.image(f"{folder}/Arch-Linux-x86_64-cloudimg-{build}.qcow2")
-        self.put(f"{img.url}.SHA256", f"{img.hexdigest()}  {img.name}\n")
-        self.put(f"{img.url}.sig", (signer or self.key).detach_sign(img.data, armor=False))
+        basic = self.image(f"{folder}/Arch-Linux-x86_64-basic-{build}.qcow2")
+        for i in (img, basic):
+            sums = f"{i.hexdigest()}  {i.name}\n".encode()
+            self.put(f"{i.url}.SHA256", sums)
+            self.put(f"{i.url}.SHA256.sig", (signer or self.key).detach_sign(sums, armor=False))
+            self.put(f"{i.url}.sig", (signer or self.key).detach_sign(i.data, armor=False))
         self.put(
             "https://geo.mirror.pkgbuild.com/images/latest/Arch-Linux-x86_64-cloudimg.qcow2",
             img.data,
@@ -290,6 +415,7 @@ def pin_key(source: Path, dest: Path, key: SigningKey) -> Path:
         if sig["kind"] != "none":
             sig["keys"] = ["local-key.asc"]
             sig["fingerprints"] = [key.fingerprint]
+            sig.pop("per_version", None)
         (dest / path.name).write_text(yaml.safe_dump(data, sort_keys=False))
     return dest
 

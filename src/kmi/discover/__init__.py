@@ -25,6 +25,7 @@ from kmi.net import Http
 from kmi.signatures import Keyring
 
 MAX_FALLBACK = 3  # older builds tried when the newest is not (yet) fully published
+UNSIGNED = "unsigned upstream: trust rests on HTTPS and the published checksum"
 
 
 class NotPublished(KmiError):
@@ -32,34 +33,44 @@ class NotPublished(KmiError):
 
 
 class KeyringCache:
-    """One keyring per flavor per run: keys are fetched and imported once."""
+    """One keyring per flavor per run, read from the key files kept beside the catalogue."""
 
-    def __init__(self, http: Http) -> None:
-        self.http = http
+    def __init__(self) -> None:
         self._rings: dict[str, Keyring] = {}
 
     def of(self, flavor: Flavor) -> Keyring:
         if flavor.name not in self._rings:
-            sig = flavor.upstream.signature
-            what = f"{flavor.source}: upstream.signature"
-            keys = [self._key(flavor, ref) for ref in sig.keys]
-            self._rings[flavor.name] = Keyring(keys, sig.fingerprints, what)
+            keys = [_key_file(flavor, ref) for ref in flavor.upstream.signature.keys]
+            self._rings[flavor.name] = Keyring(keys, _what(flavor))
         return self._rings[flavor.name]
 
-    def _key(self, flavor: Flavor, ref: str) -> bytes:
-        if ref.startswith(("https://", "http://")):
-            return self.http.content(ref)
-        path = flavor.source.parent / ref
-        try:
-            return path.read_bytes()
-        except OSError as err:
-            raise KmiError(
-                f"{flavor.source}: upstream.signature.keys: {path}: {err.strerror}"
-            ) from None
+    def clearsigned(self, target: Target, signed: bytes) -> tuple[str, str]:
+        """The verified text of a clear-signed file and who signed it, for `target`."""
+        pins = target.flavor.upstream.signature.pins(target.version.version, _what(target.flavor))
+        return self.of(target.flavor).clearsigned(signed, pins)
+
+    def detached(self, target: Target, data: Path, signature: bytes) -> str:
+        """Who made `signature` over `data`, for `target`."""
+        pins = target.flavor.upstream.signature.pins(target.version.version, _what(target.flavor))
+        return self.of(target.flavor).detached(data, signature, pins)
 
     def close(self) -> None:
         for ring in self._rings.values():
             ring.close()
+
+
+def _what(flavor: Flavor) -> str:
+    return f"{flavor.source}: upstream.signature"
+
+
+def _key_file(flavor: Flavor, ref: str) -> bytes:
+    path = flavor.source.parent / ref
+    try:
+        return path.read_bytes()
+    except OSError as err:
+        raise KmiError(
+            f"{flavor.source}: upstream.signature.keys: {path}: {err.strerror}"
+        ) from None
 
 
 def _now() -> str:
@@ -103,7 +114,7 @@ def pin(http: Http, rings: KeyringCache, target: Target, build: Build) -> LockEn
         url=build.url,
         digest=f"{up.checksum.algorithm}:{hexdigest}",
         size=size,
-        release=build.release,
+        release=build.release or hexdigest[:12],
         found=_now(),
         checksum_url=checksum_url,
         signed_by=signed_by,
@@ -120,22 +131,33 @@ def _verified_text(
     text = raw.decode("utf-8", errors="replace")
     if sig.kind == "none":
         return text, "unsigned", ""
-    ring = rings.of(target.flavor)
     if sig.kind == "clearsigned":
-        verified, fingerprint = ring.clearsigned(raw)
+        verified, fingerprint = rings.clearsigned(target, raw)
         return verified, fingerprint, ""
     signature_url = templates.render(sig.url, values)
-    if sig.of == "image":
+    if sig.of == "image":  # checked on the downloaded bytes; refuse now if nothing is pinned
+        sig.pins(target.version.version, _what(target.flavor))
         return text, "image", signature_url
     signature = http.content(signature_url)
     with tempfile.NamedTemporaryFile(prefix="kmi-checksum-") as data:
         data.write(raw)
         data.flush()
-        return text, ring.detached(Path(data.name), signature), ""
+        return text, rings.detached(target, Path(data.name), signature), ""
+
+
+def refuse_unsigned(http: Http, target: Target) -> None:
+    """KMI_REQUIRE_SIGNED=1: an upstream that signs nothing is an error, not a warning."""
+    sig = target.flavor.upstream.signature
+    if sig.kind == "none" and http.settings.require_signed:
+        raise KmiError(
+            f"{target.name}: {UNSIGNED} ({sig.why}), and KMI_REQUIRE_SIGNED is set; "
+            f"leave it unset to build it, or drop {target.flavor.name} from the catalogue"
+        )
 
 
 def discover_target(http: Http, rings: KeyringCache, target: Target) -> LockEntry:
     """Pin the newest fully published build of one target."""
+    refuse_unsigned(http, target)
     builds = find_builds(http, target)
     if not builds:
         index = templates.render(target.flavor.upstream.discovery.index, target.template_values())
@@ -185,7 +207,7 @@ def discover_flavor(
         else:
             _record_versions(lock_path, flavor.name, versions, say)
     current = maintained_targets(flavor, lockfile.read_lock(lock_path))
-    rings = KeyringCache(http)
+    rings = KeyringCache()
     try:
         for target in current:
             try:
@@ -196,6 +218,8 @@ def discover_flavor(
                 failures.append(prefix + line)
                 continue
             say(change or f"{target.name}: unchanged")
+            if flavor.upstream.signature.kind == "none":
+                say(f"{target.name}: {UNSIGNED} ({flavor.upstream.signature.why})")
     finally:
         rings.close()
     _drop_unmaintained(lock_path, flavor, {t.name for t in current}, say)

@@ -68,11 +68,12 @@ def find_listing(http: Http, target: Target) -> list[Build]:
     builds = []
     for name, url in links(http.text(index), index):
         m = pattern.fullmatch(name)
+        release = (m["release"] or "") if m else ""  # "": a fixed name, named by its digest
         if m and d.pin:
-            values = {**target.template_values(), "release": m["release"], "file": name}
-            builds.append(Build(templates.render(d.pin, values), m["release"]))
+            values = {**target.template_values(), "release": release, "file": name}
+            builds.append(Build(templates.render(d.pin, values), release))
         elif m:
-            builds.append(Build(url, m["release"]))
+            builds.append(Build(url, release))
     return builds
 
 
@@ -178,5 +179,13 @@ def find_versions(http: Http, flavor: Flavor) -> list[str]:
     values = {"flavor": flavor.name}
     index = templates.render(track.index, values)
     pattern = re.compile(templates.render(track.match, values, regex=True))
-    found = {m["version"] for m in pattern.finditer(http.text(index))}
+    if track.json_key:
+        entries = _load_json(http, index)
+        if not isinstance(entries, list):
+            raise KmiError(f"{http.describe(index)}: expected a JSON list (track.json_key is set)")
+        fields = [e.get(track.json_key) for e in entries if isinstance(e, dict)]
+        matches = [pattern.fullmatch(v) for v in fields if isinstance(v, str)]
+        found = {m["version"] for m in matches if m}
+    else:
+        found = {m["version"] for m in pattern.finditer(http.text(index))}
     return sorted(found, key=release_order, reverse=True)[: track.keep]
