@@ -372,3 +372,26 @@ def test_an_arm64_sysprep_this_host_cannot_run_is_restored_from_the_stage_cache(
     assert mine.read_bytes() == made.read_bytes()
     again = project.doit(f"sysprep:{target}", KMI_CACHE_URL=str(cache))
     assert again.code == 0 and again.ran() == set()  # done: the receipt holds the same key
+
+
+def test_a_version_not_maintained_fails_with_one_line(project: Project) -> None:
+    run = project.doit("build:fedora-40-arm64")
+    assert run.code == 1
+    assert (
+        "FAILED build:fedora-40-arm64: fedora 40 is not maintained (maintained: 44, 43); fedora "
+        "follows the newest 2 versions upstream (track in fedora.yaml); to keep more, raise "
+        "track.keep, then run doit discover:fedora"
+    ) in run.out
+    leap = project.doit("manifest:opensuse-leap-15.6")
+    assert leap.code == 1
+    assert (
+        "FAILED manifest:opensuse-leap-15.6: opensuse-leap 15.6 is not maintained (maintained: "
+        "16.0); to add it, list it under versions: in opensuse-leap.yaml, then run doit "
+        "discover:opensuse-leap"
+    ) in leap.out
+    arch = project.doit("test:debian-13-s390x")
+    assert "FAILED test:debian-13-s390x: debian 13 is not built for s390x; its arches are " in (
+        arch.out
+    )
+    assert "Traceback" not in run.out + leap.out + arch.out
+    assert project.doit("build:nosuchflavor-1-amd64").code == 3  # doit's own answer

@@ -25,18 +25,17 @@ from kmi.tasks import (
     check_buildx,
     engine_build_key,
     guarded,
+    images_of,
     registry_setting,
     sparsify_is_current,
     test_passed,
+    unknown_requested,
 )
 
 
 def images() -> dict[str, list[Target]]:
     """Every maintained image and its targets, in catalogue order."""
-    found: dict[str, list[Target]] = {}
-    for target in CTX.targets.values():
-        found.setdefault(target.image, []).append(target)
-    return found
+    return images_of(CTX.targets)
 
 
 def buildable_here(target: Target) -> bool:
@@ -138,6 +137,7 @@ def task_manifest() -> Iterator[TaskDict]:
             "task_dep": [f"build:{t.name}" for t in needed],
             "verbosity": 2,
         }
+    yield from unknown_requested("manifest", image=True)
 
 
 # --- bake (the buildx engine's definition) ------------------------------------------------
@@ -207,6 +207,7 @@ def task_bake() -> Iterator[TaskDict]:
             "task_dep": [f"sparsify:{t.name}" for t in needed],
             "verbosity": 2,
         }
+    yield from unknown_requested("bake", image=True)
 
 
 # --- publish ----------------------------------------------------------------------------
@@ -380,6 +381,7 @@ def task_publish() -> Iterator[TaskDict]:
             "uptodate": [False],  # the registry's state is checked on every run: a few HEADs
             "verbosity": 2,
         }
+    yield from unknown_requested("publish", image=True)
 
 
 # --- docs -------------------------------------------------------------------------------
@@ -447,3 +449,4 @@ def task_docs() -> Iterator[TaskDict]:
             "uptodate": [(docs_are_current, [name])],
             "verbosity": 2,
         }
+    yield from unknown_requested("docs", image=True)

@@ -48,3 +48,33 @@ def latest_version(flavor: Flavor, lock: Lock) -> str | None:
     if flavor.track is not None and flavor.track.latest and versions:
         return versions[0].version  # tracked versions are kept newest first
     return None
+
+
+def why_unknown(flavors: tuple[Flavor, ...], lock: Lock, name: str, image: bool) -> str | None:
+    """Why a requested target (`fedora-40-arm64`) or image (`fedora-40`) is not in the task
+    graph, when it names a flavor of the catalogue; None when it names none."""
+    for flavor in sorted(flavors, key=lambda f: -len(f.name)):
+        if not name.startswith(f"{flavor.name}-"):
+            continue
+        rest = name[len(flavor.name) + 1 :]
+        version, _, arch = (rest, "", "") if image else rest.rpartition("-")
+        kept = maintained_versions(flavor, lock)
+        listed = ", ".join(v.version for v in kept)
+        known = next((v for v in kept if v.version == version), None)
+        if known is not None and not image:
+            arches = ", ".join(str(a) for a in flavor.arches_of(known))
+            return (
+                f"{flavor.name} {version} is not built for {arch or '(no arch)'}; its arches "
+                f"are {arches} ({flavor.source.name}: upstream.arches)"
+            )
+        how = (
+            f"{flavor.name} follows the newest {flavor.track.keep} versions upstream (track in "
+            f"{flavor.source.name}); to keep more, raise track.keep"
+            if flavor.track is not None
+            else f"to add it, list it under versions: in {flavor.source.name}"
+        )
+        return (
+            f"{flavor.name} {version or '(no version)'} is not maintained (maintained: "
+            f"{listed}); {how}, then run doit discover:{flavor.name}"
+        )
+    return None

@@ -200,6 +200,37 @@ def guarded(action: Callable[..., None]) -> Callable[..., TaskFailed | None]:
     return run
 
 
+def unknown_requested(family: str, image: bool = False) -> Iterator[TaskDict]:
+    """A failing task for each `family:<name>` on the command line that names a catalogue
+    flavor but no maintained target (or image), so the user reads why instead of doit's
+    "Invalid parameter"."""
+    known = images_of(CTX.targets) if image else CTX.targets
+    for arg in sys.argv[1:]:
+        head, _, name = arg.partition(":")
+        if head != family or not name or name in known:
+            continue
+        why = maintained.why_unknown(CTX.catalogue.flavors, CTX.lock(), name, image)
+        if why is not None:
+            yield {
+                "name": name,
+                "doc": "not maintained",
+                "actions": [(_refuse, [why])],
+                "uptodate": [False],
+            }
+
+
+def _refuse(why: str) -> TaskFailed:
+    return TaskFailed(why)
+
+
+def images_of(targets: dict[str, Target]) -> dict[str, list[Target]]:
+    """Every maintained image and its targets, in catalogue order."""
+    found: dict[str, list[Target]] = {}
+    for target in targets.values():
+        found.setdefault(target.image, []).append(target)
+    return found
+
+
 def _per_target(
     stage: str,
     action: Callable[[str], None],
@@ -219,6 +250,7 @@ def _per_target(
         if needs is not None:
             task["task_dep"] = [f"{needs}:{name}"]
         yield task
+    yield from unknown_requested(stage)
 
 
 # --- discover ---------------------------------------------------------------------------
