@@ -266,11 +266,11 @@ def test_transport_compression_is_removed(project: Project, upstreams: Upstreams
 
 
 def test_unknown_target_is_one_line(project: Project) -> None:
-    run = project.doit("download:fedora-99-amd64")
+    run = project.doit("download:nosuchflavor-99-amd64")
     assert run.code == 3
     assert run.out.splitlines()[0] == (
-        'ERROR: Invalid parameter: "download:fedora-99-amd64". Must be a command, task, or a '
-        "target."
+        'ERROR: Invalid parameter: "download:nosuchflavor-99-amd64". Must be a command, task, '
+        "or a target."
     )
     assert "Traceback" not in run.out
 
@@ -394,4 +394,3 @@ def test_a_version_not_maintained_fails_with_one_line(project: Project) -> None:
         arch.out
     )
     assert "Traceback" not in run.out + leap.out + arch.out
-    assert project.doit("build:nosuchflavor-1-amd64").code == 3  # doit's own answer

@@ -9,30 +9,78 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Iterator
+import re
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kmi import schema
 from kmi.errors import KmiError
 from kmi.files import exclusive, write_if_changed
 
 FORMAT = 1
+NAME = re.compile(r"^[a-z0-9][a-z0-9.-]*$")
+DIGEST = re.compile(r"^(sha256:[0-9a-f]{64}|sha512:[0-9a-f]{128})$")
+FOUND = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z$")
+SIGNER = re.compile(r"^(unsigned|image|[0-9A-F]{40})$")
+RELEASE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,100}$")  # becomes part of an OCI tag
+
+
+class LockError(KmiError):
+    """Every problem of a lock file, each as `file: .targets.<T>.<key>: message`."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+def _matches(pattern: re.Pattern[str], expected: str) -> Callable[[str], str | None]:
+    def check(value: str) -> str | None:
+        return None if pattern.match(value) else f"expected {expected}, got {value[:80]!r}"
+
+    return check
+
+
+def _url(optional: bool = False) -> Callable[[str], str | None]:
+    def check(value: str) -> str | None:
+        if optional and value == "":
+            return None
+        ok = value.startswith(("https://", "http://")) and not any(c.isspace() for c in value)
+        return None if ok else f"expected an http(s) URL, got {value[:80]!r}"
+
+    return check
+
+
+def _size(value: int | None) -> str | None:
+    return "expected a size in bytes, 0 or more" if value is not None and value < 0 else None
+
+
+def _check(check: Callable[[Any], str | None]) -> dict[str, Any]:
+    return {"check": check}
 
 
 @dataclass(frozen=True)
 class LockEntry:
     """One target's pinned upstream file."""
 
-    flavor: str
-    url: str
-    digest: str  # "<algorithm>:<hex>"
-    size: int | None
-    release: str
-    found: str  # ISO 8601 UTC, when discovery first saw this build
-    checksum_url: str
-    signed_by: str  # the fingerprint that signed it, or "unsigned"
-    image_signature_url: str = ""  # set when upstream signs the image itself
+    flavor: str = field(metadata=_check(_matches(NAME, "a flavor name")))
+    url: str = field(metadata=_check(_url()))
+    digest: str = field(  # "<algorithm>:<hex>"
+        metadata=_check(_matches(DIGEST, "'sha256:<64 hex>' or 'sha512:<128 hex>'"))
+    )
+    size: int | None = field(metadata=_check(_size))
+    release: str = field(metadata=_check(_matches(RELEASE, "a release id")))
+    found: str = field(  # ISO 8601 UTC, when discovery first saw this build
+        metadata=_check(_matches(FOUND, "a UTC time such as '2026-12-02T01:02:03Z'"))
+    )
+    checksum_url: str = field(metadata=_check(_url()))
+    signed_by: str = field(  # the fingerprint that signed it, "image" or "unsigned"
+        metadata=_check(_matches(SIGNER, "a 40-hex fingerprint, 'image' or 'unsigned'"))
+    )
+    image_signature_url: str = field(  # set when upstream signs the image itself
+        default="", metadata=_check(_url(optional=True))
+    )
     source: str = ""  # key of the catalogue's upstream section this was found with
 
     @property
@@ -46,6 +94,15 @@ class LockEntry:
     def same_build(self, other: LockEntry) -> bool:
         """Whether two entries pin the same bytes from the same place."""
         return (self.url, self.digest) == (other.url, other.digest)
+
+
+@dataclass(frozen=True)
+class LockFile:
+    """The lock file's JSON, as the schema validates it."""
+
+    format: int = field(metadata=_check(lambda v: None if v == FORMAT else f"expected {FORMAT}"))
+    targets: dict[str, LockEntry] = field(default_factory=dict)
+    versions: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 @dataclass
@@ -68,25 +125,41 @@ def _entry_dict(entry: LockEntry) -> dict[str, Any]:
     return {k: v for k, v in asdict(entry).items() if v != ""}
 
 
-def parse_lock(text: str, path: Path) -> Lock:
-    """Parse lock text; a damaged file is a one-line error naming it."""
+def parse_lock(data: bytes, path: Path) -> Lock:
+    """Parse and validate lock bytes; every problem comes back at once, located."""
+    fix = "restore it with git, or delete it and run doit discover"
     try:
-        data = json.loads(text)
-        if data.get("format") != FORMAT:
-            raise KmiError(f"{path}: lock format {data.get('format')!r} is not {FORMAT}")
-        targets = {k: LockEntry(**v) for k, v in data.get("targets", {}).items()}
-        versions = {k: list(v) for k, v in data.get("versions", {}).items()}
-    except (ValueError, TypeError, AttributeError) as err:
-        raise KmiError(f"{path}: damaged lock file ({err}); restore it with git") from None
-    return Lock(targets, versions)
+        document = json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as err:
+        raise LockError([f"{path}: not UTF-8 (byte {err.start}); {fix}"]) from None
+    except json.JSONDecodeError as err:
+        where = f"line {err.lineno} column {err.colno}"
+        raise LockError([f"{path}: not valid JSON at {where}: {err.msg}; {fix}"]) from None
+    except RecursionError:
+        raise LockError([f"{path}: nested too deeply to be a lock file; {fix}"]) from None
+    problems: list[str] = []
+    parsed = schema.build(LockFile, document, "", problems)
+    if isinstance(parsed, LockFile):
+        problems += [
+            f".targets.{name}: not a target name (<flavor>-<version>-<arch>)"
+            for name in parsed.targets
+            if not NAME.match(name)
+        ]
+    if problems or not isinstance(parsed, LockFile):
+        located = [f"{path}: {p}" for p in problems]
+        raise LockError([*located[:-1], f"{located[-1]}; {fix}"])
+    return Lock(dict(parsed.targets), {k: list(v) for k, v in parsed.versions.items()})
 
 
 def read_lock(path: Path) -> Lock:
     """The lock at `path`, or an empty one when the file does not exist yet."""
     try:
-        return parse_lock(path.read_text(encoding="utf-8"), path)
+        data = path.read_bytes()
     except FileNotFoundError:
         return Lock()
+    except OSError as err:
+        raise LockError([f"{path}: cannot read: {err.strerror}"]) from None
+    return parse_lock(data, path)
 
 
 @contextlib.contextmanager

@@ -71,6 +71,9 @@ def _convert(tp: Any, data: object, path: str, problems: list[str]) -> Any:
             return tp(data)
     elif tp is float and isinstance(data, int | float) and not isinstance(data, bool):
         return float(data)
+    elif tp is str and isinstance(data, str) and "\x00" in data:
+        problems.append(f"{path or '.'}: contains a NUL character")
+        return INVALID
     elif isinstance(data, tp) and not (tp is int and isinstance(data, bool)):
         return data
     hint = ""

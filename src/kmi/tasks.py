@@ -137,7 +137,10 @@ class Context:
 
     @cached_property
     def targets(self) -> dict[str, Target]:
-        lock = self.lock()
+        try:
+            lock = self.lock()
+        except KmiError as err:
+            raise InvalidDodoFile(f"the lock file has problems:\n{err}") from None
         return {
             t.name: t
             for flavor in self.catalogue.flavors
