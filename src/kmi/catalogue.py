@@ -22,6 +22,9 @@ from kmi.signatures import Pins
 Tier = Literal["planned", "preview", "proposed", "stable"]
 NAME = re.compile(r"^[a-z0-9][a-z0-9.-]*$")
 FINGERPRINT = re.compile(r"^[0-9A-F]{40}$")
+GROW = re.compile(r"^(\+?[0-9]+[KMGT]?)?$")
+OCTAL = re.compile(r"^0?[0-7]{3,4}$")
+MAX_FILE = 1 << 20  # a catalogue file is a few KiB; more is a mistake
 LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
@@ -89,6 +92,21 @@ def _key_files(values: tuple[str, ...]) -> str | None:
         )
     absolute = [v for v in values if v.startswith("/") or v == ""]
     return f"{absolute[0]!r}: give a path relative to the catalogue folder" if absolute else None
+
+
+def _guest_path(value: str) -> str | None:
+    return None if value.startswith("/") else f"expected an absolute guest path, got {value!r}"
+
+
+def _relative_path(value: str) -> str | None:
+    parts = Path(value).parts
+    if not value or value.startswith("/") or ".." in parts:
+        return f"expected a path inside the catalogue folder, got {value!r}"
+    return None
+
+
+def _octal(value: str) -> str | None:
+    return None if OCTAL.match(value) else f"expected an octal mode such as '0644', got {value!r}"
 
 
 def _templates(allowed: frozenset[str]) -> schema.Check:
@@ -283,17 +301,19 @@ class Upstream:
 class FileSpec:
     """A file written into the image."""
 
-    path: str = field(metadata=_doc("absolute path in the guest"))
+    path: str = field(metadata=_doc("absolute path in the guest", _guest_path))
     content: str = field(metadata=_doc("file content"))
-    mode: str = field(default="0644", metadata=_doc("octal mode"))
+    mode: str = field(default="0644", metadata=_doc("octal mode", _octal))
 
 
 @dataclass(frozen=True)
 class CopyIn:
     """A host file or folder copied into the image."""
 
-    source: str = field(metadata=_doc("host path, relative to the catalogue folder"))
-    dest: str = field(metadata=_doc("guest folder it is copied into"))
+    source: str = field(
+        metadata=_doc("host path, relative to the catalogue folder", _relative_path)
+    )
+    dest: str = field(metadata=_doc("guest folder it is copied into", _guest_path))
 
 
 @dataclass(frozen=True)
@@ -303,7 +323,11 @@ class Customize:
     selinux_relabel."""
 
     grow: str = field(
-        default="", metadata=_doc("grow the virtual disk first: '+2G' or a size such as '10G'")
+        default="",
+        metadata=_doc(
+            "grow the virtual disk first: '+2G' or a size such as '10G'",
+            lambda v: None if GROW.match(v) else f"expected '+2G' or '10G', got {v!r}",
+        ),
     )
     copy_in: tuple[CopyIn, ...] = field(
         default=(), metadata=_doc("host files or folders copied into the guest first")
@@ -328,7 +352,8 @@ class Customize:
     scripts: tuple[str, ...] = field(
         default=(),
         metadata=_doc(
-            "extra host scripts (relative to the catalogue), each run with the image's path"
+            "extra host scripts (relative to the catalogue), each run with the image's path",
+            lambda paths: next(filter(None, map(_relative_path, paths)), None),
         ),
     )
     without_guest_steps: tuple[Arch, ...] = field(
@@ -489,19 +514,47 @@ def _cross_checks(flavor: Flavor) -> list[str]:
     return problems
 
 
-def load_flavor(path: Path) -> tuple[Flavor | None, list[str]]:
-    """Parse and validate one catalogue file; problems come back prefixed with the file."""
+def _read_yaml(path: Path) -> Any:
+    """The YAML document of one catalogue file; a CatalogueError for anything else."""
     try:
-        data = yaml.load(path.read_text(encoding="utf-8"), Loader=LOADER)
+        with path.open("rb") as src:
+            raw = src.read(MAX_FILE + 1)
+    except OSError as err:
+        raise CatalogueError([f"{path}: cannot read: {err.strerror}"]) from None
+    if len(raw) > MAX_FILE:
+        raise CatalogueError([f"{path}: larger than 1 MiB; a catalogue file is a few KiB"])
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = raw[: err.start].count(b"\n") + 1
+        problem = f"{path}:{line}: not UTF-8 (byte {err.start}); save it as UTF-8"
+        raise CatalogueError([problem]) from None
+    try:
+        for event in yaml.parse(text, Loader=LOADER):
+            if isinstance(event, yaml.AliasEvent):  # expanded, aliases can blow up a file
+                line = event.start_mark.line + 1 if event.start_mark else 0
+                raise CatalogueError([f"{path}:{line}: YAML aliases (*name) are not supported"])
+        return yaml.load(text, Loader=LOADER)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f":{mark.line + 1}" if mark is not None else ""
         problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-        return None, [f"{path}{where}: invalid YAML: {problem}"]
-    except OSError as err:
-        return None, [f"{path}: cannot read: {err.strerror}"]
+        raise CatalogueError([f"{path}{where}: invalid YAML: {problem}"]) from None
+    except RecursionError:
+        raise CatalogueError([f"{path}: nested too deeply to be a catalogue file"]) from None
+
+
+def load_flavor(path: Path) -> tuple[Flavor | None, list[str]]:
+    """Parse and validate one catalogue file; problems come back prefixed with the file."""
+    try:
+        data = _read_yaml(path)
+    except CatalogueError as err:
+        return None, err.problems
     problems: list[str] = []
-    flavor = schema.build(Flavor, data, "", problems)
+    try:
+        flavor = schema.build(Flavor, data, "", problems)
+    except RecursionError:
+        return None, [f"{path}: nested too deeply to be a catalogue file"]
     if flavor is not schema.INVALID:
         problems += _cross_checks(flavor)
         if flavor.name != path.stem:

@@ -11,7 +11,7 @@ from kmi.accel import host_arch
 from kmi.catalogue import Flavor, Target
 from kmi.errors import KmiError
 from kmi.files import write_if_changed
-from kmi.keys import is_current, read_receipt, write_receipt
+from kmi.keys import is_current, read_receipt, receipt_field, write_receipt
 from kmi.progress import say
 from kmi.stages import bake as bake_stage
 from kmi.stages import containerdisk
@@ -230,9 +230,9 @@ def plan_of(
     task's, unless `annotations` are given)."""
     version = images()[image][0].version.version
     if annotations is None:
-        receipt = read_receipt(CTX.paths.image_receipt(image, "manifest")) or {}
-        annotations = receipt.get("annotations") or {}
-    release = annotations.get("org.opencontainers.image.version", version)
+        found = receipt_field(CTX.paths.image_receipt(image, "manifest"), "annotations", dict)
+        annotations = found or {}
+    release = str(annotations.get("org.opencontainers.image.version", version))
     return publish_stage.Plan(
         image=image,
         repository=repository,
@@ -257,8 +257,8 @@ def check_gate(image: str, arches: list[str] | None = None) -> None:
     if not gated(flavor):
         return
     if arches is None:
-        receipt = read_receipt(CTX.paths.image_receipt(image, "manifest")) or {}
-        arches = receipt.get("arches") or [str(t.arch) for t in targets]
+        found = receipt_field(CTX.paths.image_receipt(image, "manifest"), "arches", list)
+        arches = [str(a) for a in found or [t.arch for t in targets]]
     indexed = set(arches)
     untested = [t.name for t in targets if str(t.arch) in indexed and not test_passed(t)]
     if untested:
@@ -270,6 +270,16 @@ def check_gate(image: str, arches: list[str] | None = None) -> None:
         )
 
 
+def _pushed_digest(target: Target) -> str:
+    digest = receipt_field(CTX.paths.receipt(target.name, "build"), "digest", str)
+    if digest is None:
+        raise KmiError(
+            f"{target.name}: its build receipt holds no pushed digest; run: doit "
+            f"build:{target.name} (with KMI_ENGINE=buildx)"
+        )
+    return digest
+
+
 def _known_blobs(host: str, image: str) -> dict[str, str]:
     """Blobs other images' publishes left in repositories of this registry (for mounts)."""
     known: dict[str, str] = {}
@@ -277,8 +287,9 @@ def _known_blobs(host: str, image: str) -> dict[str, str]:
         receipt = read_receipt(CTX.paths.image_receipt(other, "publish"))
         if other == image or not receipt or receipt.get("host") != host:
             continue
-        for digest in receipt.get("blobs", []):
-            known[digest] = receipt["repository"]
+        blobs, repository = receipt.get("blobs"), receipt.get("repository")
+        if isinstance(blobs, list) and isinstance(repository, str):
+            known.update((str(digest), repository) for digest in blobs)
     return known
 
 
@@ -338,10 +349,7 @@ def run_publish_buildx(image: str) -> None:
     annotations = index_annotations(chosen)
     plan = plan_of(image, registry.repository(chosen[0].flavor.name), annotations)
     reference = f"{registry.host}/{plan.repository}"
-    digests = {
-        t.name: str((read_receipt(CTX.paths.receipt(t.name, "build")) or {})["digest"])
-        for t in chosen
-    }
+    digests = {t.name: _pushed_digest(t) for t in chosen}
     tags = [*plan.tags, plan.immutable]
     say(f"{image}: docker buildx imagetools create {reference}:{{{','.join(tags)}}}")
     bake_stage.assemble(reference, list(digests.values()), tags, annotations)

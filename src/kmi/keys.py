@@ -11,11 +11,14 @@ import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from kmi.files import write_if_changed
 
 KEY_FORMAT = 1
+
+
+T = TypeVar("T")
 
 
 def stage_key(
@@ -45,10 +48,16 @@ def read_receipt(path: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def receipt_key(path: Path) -> str | None:
+def receipt_field(path: Path, name: str, kind: type[T]) -> T | None:
+    """One field of a receipt when it holds a value of `kind`; None for a missing, damaged or
+    hand-edited receipt (the caller then rebuilds, or says what to run)."""
     data = read_receipt(path)
-    key = data.get("key") if data else None
-    return key if isinstance(key, str) else None
+    value = data.get(name) if data else None
+    return value if isinstance(value, kind) else None
+
+
+def receipt_key(path: Path) -> str | None:
+    return receipt_field(path, "key", str)
 
 
 def is_current(path: Path, key: str) -> bool:

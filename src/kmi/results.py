@@ -19,11 +19,20 @@ TEST_COLUMNS = ("target", "arch", "accel", "up after", "took", *CHECKS)
 
 
 def read_results(path: Path) -> dict[str, Any]:
+    """The results so far; a damaged or hand-edited file keeps only what is well formed (it is
+    kmi's own output, rewritten by the next entry, so a run never stops on it)."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return {}
-    return data if isinstance(data, dict) else {}
+    if not isinstance(data, dict):
+        return {}
+    kept: dict[str, Any] = {"run": data["run"]} if isinstance(data.get("run"), str) else {}
+    for section in ("images", "tests"):
+        entries = data.get(section)
+        if isinstance(entries, dict):
+            kept[section] = {k: v for k, v in entries.items() if isinstance(v, dict)}
+    return kept
 
 
 def record(path: Path, run: str, entry: Mapping[str, Any], section: str = "images") -> None:
@@ -51,8 +60,8 @@ def _seconds(value: Any) -> str:
     return f"{value:.0f} s" if isinstance(value, int | float) else "-"
 
 
-def _mark(check: Mapping[str, Any] | None) -> str:
-    if not check or check.get("passed") is None:
+def _mark(check: Any) -> str:
+    if not isinstance(check, dict) or check.get("passed") is None:
         return "-"
     return "ok" if check["passed"] else "FAILED"
 
@@ -62,12 +71,12 @@ def test_rows(entries: Mapping[str, Any]) -> list[tuple[str, ...]]:
     rows: list[tuple[str, ...]] = [TEST_COLUMNS]
     for name in sorted(entries):
         e = entries[name]
-        checks = e.get("checks") or {}
+        checks = e.get("checks") if isinstance(e.get("checks"), dict) else {}
         rows.append(
             (
                 name,
-                e.get("arch", ""),
-                e.get("accel", ""),
+                str(e.get("arch", "")),
+                str(e.get("accel", "")),
                 _seconds(e.get("boot_seconds")),
                 _seconds(e.get("seconds")),
                 *(_mark(checks.get(c)) for c in CHECKS),
@@ -95,7 +104,9 @@ def _publish_lines(mine: Mapping[str, Any]) -> list[str]:
     rows: list[tuple[str, ...]] = [COLUMNS]
     for name in sorted(mine):
         e = mine[name]
-        detail = e.get("error") or ", ".join(e.get("tags", []))
-        digest = e.get("digest", "")[:19]
-        rows.append((name, e.get("status", ""), digest, human(e.get("bytes_sent", 0)), detail))
+        detail = str(e.get("error") or ", ".join(map(str, e.get("tags") or [])))
+        digest = str(e.get("digest", ""))[:19]
+        sent = e.get("bytes_sent")
+        size = human(sent) if isinstance(sent, int) else "-"
+        rows.append((name, str(e.get("status", "")), digest, size, detail))
     return _table(rows)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +14,7 @@ DEFAULT_TEST_TIMEOUTS = (("amd64", 900.0), ("arm64", 1800.0), ("s390x", 1800.0))
 # GitHub-hosted runner labels per arch (the labels the issue names); s390x has none by default
 DEFAULT_CI_RUNNERS = (("amd64", "ubuntu-24.04"), ("arm64", "ubuntu-24.04-arm"))
 TIERS = ("planned", "preview", "proposed", "stable")
+MAX_NUMBER = 1e9  # seconds, retries or MiB: anything above is a typo, not a setting
 TRUE_WORDS = {"1", "true", "yes", "on"}
 FALSE_WORDS = {"0", "false", "no", "off", ""}
 
@@ -73,6 +75,8 @@ def _number(env: dict[str, str], name: str, default: float) -> float:
         value = float(raw)
     except ValueError:
         raise KmiError(f"{name}={raw!r}: expected a number") from None
+    if not math.isfinite(value) or value > MAX_NUMBER:
+        raise KmiError(f"{name}={raw!r}: expected a number below {MAX_NUMBER:.0f}")
     if value < 0:
         raise KmiError(f"{name}={raw!r}: expected a number >= 0")
     return value
@@ -99,8 +103,8 @@ def _timeouts(env: dict[str, str]) -> tuple[tuple[str, float], ...]:
                 found[arch.strip()] = float(seconds)
     except ValueError:
         raise KmiError(hint) from None
-    if any(v <= 0 for v in found.values()):
-        raise KmiError(f"{hint}; every timeout must be above 0")
+    if any(not 0 < v <= MAX_NUMBER for v in found.values()):
+        raise KmiError(f"{hint}; every timeout must be above 0 and at most 1e9")
     return tuple(found.items())
 
 
