@@ -102,8 +102,8 @@ def choose(setting: str, memo: Path) -> tuple[str, str]:
         cached = json.loads(memo.read_text(encoding="utf-8"))
         if cached.get("stamp") == stamp:
             return cached["accel"], cached["why"] + " (cached)"
-    except (OSError, ValueError, KeyError):
-        pass
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
+        pass  # a damaged memo: probe again
     works, why = probe_kvm()
     accel = "kvm" if works else "tcg"
     write_if_changed(memo, json.dumps({"stamp": stamp, "accel": accel, "why": why}) + "\n")

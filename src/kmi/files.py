@@ -77,9 +77,10 @@ def feed(
 
 def write_if_changed(path: Path, text: str) -> bool:
     """Atomically replace `path` with `text` unless it already holds exactly that."""
+    data = text.encode("utf-8")
     with contextlib.suppress(FileNotFoundError):
-        if path.read_text(encoding="utf-8") == text:
+        if path.read_bytes() == data:  # bytes: a damaged file is simply replaced
             return False
     with atomic_output(path) as out:
-        out.write(text.encode("utf-8"))
+        out.write(data)
     return True

@@ -43,7 +43,7 @@ def read_receipt(path: Path) -> dict[str, Any] | None:
     """A receipt's content, or None when it is missing or unreadable (then: rebuild)."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return None
     return data if isinstance(data, dict) else None
 

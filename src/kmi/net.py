@@ -253,7 +253,7 @@ class _PartState:
         return headers
 
     def _validator(self) -> str | None:
-        with suppress(OSError, ValueError):
+        with suppress(OSError, ValueError, AttributeError, RecursionError):
             value = json.loads(self.meta.read_text()).get("validator")
             return value if isinstance(value, str) else None
         return None

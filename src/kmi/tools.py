@@ -210,7 +210,9 @@ def versions(tools: Sequence[Tool], memo: Path) -> dict[str, str]:
     them; an upgraded package changes the stat and so the version is read again."""
     try:
         cache: dict[str, str] = json.loads(memo.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
+        cache = {}
+    if not isinstance(cache, dict):  # a damaged memo is only a slower run
         cache = {}
     found = {}
     for tool in tools:
