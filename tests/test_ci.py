@@ -46,6 +46,20 @@ def test_the_workflow_runs_task_families_that_exist(project: Project) -> None:
     assert build["strategy"]["matrix"] == "${{ fromJSON(needs.discover.outputs.matrix) }}"
 
 
+def test_the_workflow_records_discovery_and_survives_one_flavor_down() -> None:
+    jobs = yaml.safe_load(WORKFLOW.read_text())["jobs"]
+    steps = {step.get("id", step.get("name")): step for step in jobs["discover"]["steps"]}
+    discover = steps["discover"]
+    assert discover["run"] == ".venv/bin/doit discover"
+    assert discover["continue-on-error"] is True
+    recording = discover["env"]["KMI_RECORD"]
+    kept = steps["Keep what upstream served tonight"]
+    assert kept["with"]["path"].rstrip("/") == recording
+    assert jobs["discover"]["outputs"]["discovered"] == "${{ steps.discover.outcome }}"
+    last = jobs["publish"]["steps"][-1]
+    assert last["if"] == "${{ needs.discover.outputs.discovered == 'failure' }}"
+
+
 def test_the_matrix_has_one_job_per_target_on_a_runner_of_its_arch(project: Project) -> None:
     done = project.doit("ci-matrix")
     assert done.code == 0, done.out
