@@ -22,7 +22,7 @@ from kmi.errors import KmiError, TransferError, VerificationError
 from kmi.lock import LockEntry
 from kmi.maintained import maintained_targets, source_key
 from kmi.net import Http
-from kmi.signatures import Keyring
+from kmi.signatures import Keyring, Pins
 
 MAX_FALLBACK = 3  # older builds tried when the newest is not (yet) fully published
 UNSIGNED = "unsigned upstream: trust rests on HTTPS and the published checksum"
@@ -46,13 +46,11 @@ class KeyringCache:
 
     def clearsigned(self, target: Target, signed: bytes) -> tuple[str, str]:
         """The verified text of a clear-signed file and who signed it, for `target`."""
-        pins = target.flavor.upstream.signature.pins(target.version.version, _what(target.flavor))
-        return self.of(target.flavor).clearsigned(signed, pins)
+        return self.of(target.flavor).clearsigned(signed, pins_of(target))
 
     def detached(self, target: Target, data: Path, signature: bytes) -> str:
         """Who made `signature` over `data`, for `target`."""
-        pins = target.flavor.upstream.signature.pins(target.version.version, _what(target.flavor))
-        return self.of(target.flavor).detached(data, signature, pins)
+        return self.of(target.flavor).detached(data, signature, pins_of(target))
 
     def close(self) -> None:
         for ring in self._rings.values():
@@ -61,6 +59,11 @@ class KeyringCache:
 
 def _what(flavor: Flavor) -> str:
     return f"{flavor.source}: upstream.signature"
+
+
+def pins_of(target: Target) -> Pins:
+    """The fingerprints trusted for the target's version (a VerificationError if none)."""
+    return target.flavor.upstream.signature.pins(target.version.version, _what(target.flavor))
 
 
 def _key_file(flavor: Flavor, ref: str) -> bytes:
@@ -136,7 +139,7 @@ def _verified_text(
         return verified, fingerprint, ""
     signature_url = templates.render(sig.url, values)
     if sig.of == "image":  # checked on the downloaded bytes; refuse now if nothing is pinned
-        sig.pins(target.version.version, _what(target.flavor))
+        pins_of(target)
         return text, "image", signature_url
     signature = http.content(signature_url)
     with tempfile.NamedTemporaryFile(prefix="kmi-checksum-") as data:
