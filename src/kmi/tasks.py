@@ -180,8 +180,7 @@ class Context:
             rings.close()
         change = discover.record(lock_file, target.name, found)
         say(change or f"{target.name}: unchanged")
-        if found.signed_by == "unsigned":
-            say(f"{target.name}: {discover.UNSIGNED} ({target.flavor.upstream.signature.why})")
+        discover.say_unsigned(target, say)
         return found
 
 

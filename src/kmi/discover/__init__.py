@@ -148,6 +148,13 @@ def _verified_text(
         return text, rings.detached(target, Path(data.name), signature), ""
 
 
+def say_unsigned(target: Target, say: Callable[[str], None]) -> None:
+    """Tell the user, for each target pinned from an upstream that signs nothing."""
+    sig = target.flavor.upstream.signature
+    if sig.kind == "none":
+        say(f"{target.name}: {UNSIGNED} ({sig.why})")
+
+
 def refuse_unsigned(http: Http, target: Target) -> None:
     """KMI_REQUIRE_SIGNED=1: an upstream that signs nothing is an error, not a warning."""
     sig = target.flavor.upstream.signature
@@ -221,8 +228,7 @@ def discover_flavor(
                 failures.append(prefix + line)
                 continue
             say(change or f"{target.name}: unchanged")
-            if flavor.upstream.signature.kind == "none":
-                say(f"{target.name}: {UNSIGNED} ({flavor.upstream.signature.why})")
+            say_unsigned(target, say)
     finally:
         rings.close()
     _drop_unmaintained(lock_path, flavor, {t.name for t in current}, say)
