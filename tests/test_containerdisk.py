@@ -143,3 +143,26 @@ def test_index_lists_every_arch_with_its_platform(disk: Path, tmp_path: Path) ->
         run("skopeo", "inspect", "--config", "--override-arch", "arm64", f"oci:{layout}:test-1")
     )
     assert arm_config["architecture"] == "arm64"
+
+
+def test_an_unsigned_upstream_is_said_in_the_image(tmp_path: Path) -> None:
+    from kmi.catalogue import load_catalogue, targets_of
+    from kmi.lock import LockEntry
+    from kmi.stages.containerdisk import image_spec
+    from tests.conftest import REPO
+
+    debian = load_catalogue(REPO / "distros").flavor("debian")
+    target = targets_of(debian)[0]
+    entry = LockEntry(
+        flavor="debian",
+        url="https://cloud.debian.org/images/cloud/trixie/20261001-2000/d.qcow2",
+        digest="sha512:" + "ab" * 64,
+        size=1,
+        release="20261001-2000",
+        found="2026-10-02T01:02:03Z",
+        checksum_url="https://cloud.debian.org/images/cloud/trixie/20261001-2000/SHA512SUMS",
+        signed_by="unsigned",
+    )
+    spec = image_spec(target, entry, "k" * 64, None, "")
+    assert spec.annotations["kmi.upstream.signed-by"] == "unsigned"
+    assert spec.labels["kmi.upstream.signed-by"] == "unsigned"
