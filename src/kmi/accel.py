@@ -69,7 +69,14 @@ def probe_kvm() -> tuple[bool, str]:
         f"console={console} panic=-1",
     ]
     # Not tools.run: the probe must read the console as it comes and stop QEMU early.
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    from kmi import tools  # sh: only when a probe runs, not when doit loads tasks
+
+    proc = subprocess.Popen(
+        argv,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        preexec_fn=tools.die_with_parent(),
+    )
     assert proc.stdout is not None
     seen, deadline = b"", time.monotonic() + PROBE_SECONDS
     try:

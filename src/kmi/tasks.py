@@ -8,7 +8,9 @@ never read a large file. Expected failures become one-line TaskFailed messages.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import signal
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -772,6 +774,26 @@ class KmiReporter(ConsoleReporter):  # type: ignore[misc]
             self.write("Execution aborted.\n" + "\n".join(self.runtime_errors) + "\n")
 
 
+def _interrupted(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _set_aside_if_torn(state: Path) -> None:
+    """doit's state file is only an accelerator (receipts say what is done): one torn by a
+    kill while doit wrote it is set aside with one line, and the run goes on without it."""
+    try:
+        json.loads(state.read_bytes())
+    except FileNotFoundError:
+        return
+    except (ValueError, RecursionError, OSError):
+        aside = state.with_name(f"{state.name}.damaged")
+        os.replace(state, aside)
+        sys.stderr.write(
+            f"kmi: {state} was damaged (a run killed while writing it?); set aside as "
+            f"{aside.name}; receipts decide what is done\n"
+        )
+
+
 def doit_config() -> dict[str, Any]:
     """DOIT_CONFIG for dodo.py: state db in the cache, keep going past failures."""
     try:
@@ -780,6 +802,9 @@ def doit_config() -> dict[str, Any]:
         sys.stderr.write(f"ERROR: {err}\n")
         raise SystemExit(3) from None
     paths.cache.mkdir(parents=True, exist_ok=True)
+    _set_aside_if_torn(paths.doit_db())
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _interrupted)  # as Ctrl-C: outputs cleaned up, tools killed
     return {
         "default_tasks": ["checksum"],
         "dep_file": str(paths.doit_db()),

@@ -8,10 +8,12 @@ log's last lines. A missing tool is reported when the stage runs, naming the pac
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import os
 import shlex
 import shutil
+import signal
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -60,6 +62,25 @@ VIRT_SPARSIFY = Tool(
 GUESTFISH = Tool("guestfish", "libguestfs-tools", "guestfs-tools", "to inspect guest images")
 
 
+PR_SET_PDEATHSIG = 1  # prctl(2)
+
+
+def die_with_parent() -> Callable[[], None]:
+    """A preexec function for a child process: the kernel kills it (SIGKILL) when kmi dies,
+    by any signal, SIGKILL included. A tool in its own process group (libguestfs, QEMU) is
+    otherwise out of reach of a signal to kmi's group; libguestfs's own recovery process then
+    takes the appliance down with the tool."""
+    parent = os.getpid()
+
+    def preexec() -> None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent:  # kmi died before prctl took effect
+            os._exit(1)
+
+    return preexec
+
+
 class ToolTimeout(KmiError):
     """A tool ran past its deadline and was stopped."""
 
@@ -85,6 +106,8 @@ def _run_with_deadline(
         _bg=True,
         _bg_exc=False,
         _new_group=True,
+        _tty_out=False,
+        _preexec_fn=die_with_parent(),
         _return_cmd=True,
     )
     fired = threading.Event()
@@ -173,6 +196,8 @@ def run(
                 _ok_code=list(ok_codes),
                 _out=tee(out),
                 _err=tee(err),
+                _tty_out=False,  # a pipe, as a tool sees under CI: no colour codes in logs
+                _preexec_fn=die_with_parent(),
                 _return_cmd=True,
             )
             code = done.exit_code

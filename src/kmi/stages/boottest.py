@@ -456,7 +456,12 @@ def _running(argv: list[str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
     """QEMU, started in its own process group and always stopped (and waited for) on exit."""
     with log.open("ab") as out:
         proc = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=out,
+            start_new_session=True,
+            preexec_fn=tools.die_with_parent(),
         )
     try:
         yield proc
@@ -641,7 +646,11 @@ class _Watch:
             return
         try:
             done = subprocess.run(
-                self.ssh_argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=min(left, 30)
+                self.ssh_argv,
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                timeout=min(left, 30),
+                preexec_fn=tools.die_with_parent(),
             )
         except subprocess.TimeoutExpired:
             return
