@@ -70,19 +70,25 @@ class Project:
     catalogue: Path
     env: dict[str, str]
 
+    def argv(self, *args: str) -> list[str]:
+        dodo = str(REPO / "dodo.py")
+        return [sys.executable, "-m", "doit", "-f", dodo, "-d", str(self.work), *args]
+
+    def start(self, *args: str, **extra_env: str) -> subprocess.Popen[bytes]:
+        """A doit run in the background, in its own process group (as a CI job is)."""
+        log = (self.work / "background.log").open("wb")
+        return subprocess.Popen(
+            self.argv(*args),
+            env={**self.env, **extra_env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
     def doit(self, *args: str, **extra_env: str) -> DoitRun:
         env = {**self.env, **extra_env}
         done = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "doit",
-                "-f",
-                str(REPO / "dodo.py"),
-                "-d",
-                str(self.work),
-                *args,
-            ],
+            self.argv(*args),
             env=env,
             capture_output=True,
             text=True,

@@ -26,6 +26,7 @@ from kmi.demo import fixture as fixture_image
 from kmi.demo.registry import RegistryServer
 from kmi.demo.server import MirrorServer
 from kmi.demo.upstreams import SigningKey, Upstreams, environment, pin_key
+from kmi.errors import KmiError
 from tests.conftest import REPO, Project
 from tests.registry_proxy import RegistryProxy
 from tests.test_containerdisk import make_disk, run
@@ -471,3 +472,20 @@ def test_the_buildx_engine_publishes_with_real_buildx(setup: Setup) -> None:
     manifests = index["manifests"]
     assert isinstance(manifests, list)
     assert [m["platform"]["architecture"] for m in manifests][:1] == ["amd64"]
+
+
+def test_a_failed_imagetools_create_shows_the_tools_own_words() -> None:
+    """The real docker CLI (here without buildx; elsewhere with a registry that is not
+    there): the failure carries what docker said, not a pointer to output nobody saw."""
+    from kmi.stages import bake
+
+    if shutil.which("docker") is None:
+        pytest.skip("no docker CLI here")
+    with pytest.raises(KmiError) as err:
+        bake.assemble("127.0.0.1:9/kmi/x", ["sha256:" + "a" * 64], ["1"], {"k": "v"})
+    lines = str(err.value).splitlines()
+    assert lines[0].startswith(
+        "127.0.0.1:9/kmi/x: docker buildx imagetools create failed with exit code "
+    )
+    assert len(lines) > 1 and lines[1].strip() and "(no output)" not in lines[1]
+    assert "above" not in str(err.value)

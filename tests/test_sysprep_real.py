@@ -5,10 +5,14 @@ One build is shared by the module; it takes a few minutes under TCG."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import signal
 import subprocess
+import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +25,7 @@ from kmi.demo.registry import RegistryServer
 from kmi.demo.server import MirrorServer
 from kmi.demo.upstreams import SigningKey, Upstreams, environment, pin_key
 from tests.conftest import REPO, Project
+from tests.test_kill import gone, marked
 
 TARGET = "fixture-12-amd64"
 GUESTFS = {"LIBGUESTFS_BACKEND": "direct"}
@@ -339,3 +344,38 @@ def _sha256(path: Path) -> str:
     hasher = hashlib.sha256()
     feed(hasher, path)
     return hasher.hexdigest()
+
+
+def _running(mark: str, word: str, seconds: float) -> bool:
+    """Whether a process carrying `mark` with `word` in its command line shows up in time."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        for pid in marked(mark):
+            with contextlib.suppress(OSError):
+                if word.encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    return True
+        time.sleep(0.5)
+    return False
+
+
+def test_a_kill_during_sysprep_or_the_boot_test_leaves_nothing_and_the_rerun_converges(
+    built: Built,
+) -> None:
+    """SIGKILL to the run's whole process group, as a CI runner cancelling a job: the
+    libguestfs tool and QEMU run in groups of their own, and still die with kmi."""
+    project = built.project
+    flavor = project.catalogue / "fixture.yaml"
+    fresh = f"echo ran-{uuid.uuid4().hex[:8]} > /var/lib/kmi-command-ran"  # no cache hit
+    flavor.write_text(flavor.read_text().replace("echo ran > /var/lib/kmi-command-ran", fresh))
+    for family, word in (("sysprep", "qemu-system"), ("test", "guest_agent")):
+        mark = uuid.uuid4().hex
+        run = project.start(f"{family}:{TARGET}", KMI_KILL_TEST=mark)
+        try:
+            assert _running(mark, word, 600), (project.work / "background.log").read_text()
+        finally:
+            os.killpg(run.pid, signal.SIGKILL)
+            run.wait()
+        assert gone(mark, 60) == [], f"{family}: left running after the kill"
+        again = project.doit(f"{family}:{TARGET}")
+        assert again.code == 0, again.out
+        assert f"{family}:{TARGET}" in again.ran()

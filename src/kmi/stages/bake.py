@@ -20,11 +20,15 @@ import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kmi import oci
 from kmi.errors import KmiError
 from kmi.keys import stage_key
+from kmi.tools import LOG_TAIL_LINES
+
+if TYPE_CHECKING:  # python-on-whales is imported when the buildx engine runs
+    from python_on_whales import DockerException
 
 DISK_NAME = "disk.img"  # the file the context holds: a hard link to the final disk
 
@@ -115,9 +119,7 @@ def bake(bake_file: Path, targets: list[str], metadata: Path) -> dict[str, str]:
             targets, files=[bake_file], metadata_file=metadata, progress="plain", push=True
         )
     except DockerException as err:
-        raise KmiError(
-            f"{bake_file}: docker buildx bake failed (exit {err.return_code}); its output is above"
-        ) from None
+        raise _failed(f"{bake_file}: docker buildx bake", err) from None
     try:
         found = json.loads(metadata.read_text(encoding="utf-8"))
         return {t: str(found[t]["containerimage.digest"]) for t in targets}
@@ -141,7 +143,12 @@ def assemble(
             annotations={f"index:{k}": v for k, v in sorted(annotations.items())},
         )
     except DockerException as err:
-        raise KmiError(
-            f"{repository}: docker buildx imagetools create failed (exit {err.return_code}); "
-            "its output is above"
-        ) from None
+        raise _failed(f"{repository}: docker buildx imagetools create", err) from None
+
+
+def _failed(what: str, err: DockerException) -> KmiError:
+    """The failure with the tool's own last lines (python-on-whales captures them; a
+    message that only pointed "above" showed nothing)."""
+    said = "\n".join(filter(None, (err.stderr, err.stdout))).strip().splitlines()
+    tail = "\n".join(f"    {line}".rstrip() for line in said[-LOG_TAIL_LINES:]) or "    (no output)"
+    return KmiError(f"{what} failed with exit code {err.return_code}\n{tail}")
