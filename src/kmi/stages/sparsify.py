@@ -8,6 +8,7 @@ from pathlib import Path
 
 from kmi import tools
 from kmi.keys import stage_key
+from kmi.stages import space
 
 STAGE_VERSION = "1"
 TOOLS = (tools.QEMU_IMG, tools.VIRT_SPARSIFY)
@@ -25,6 +26,9 @@ def sparsify(
     the result and `qemu-img compare` it with the zeroed copy before it takes its place."""
     work = output.with_name(f".{output.name}.work")
     done = output.with_name(f".{output.name}.tmp")
+    # a copy of the input (sparsified in place, so it does not grow), and the compressed
+    # result, which is smaller than that copy
+    space.require(output.parent, 2 * space.allocated(source), f"sparsify of {source}")
     log.unlink(missing_ok=True)
     try:
         qcow2 = ["-f", "qcow2"]

@@ -16,6 +16,7 @@ from kmi import tools
 from kmi.catalogue import Customize, Target
 from kmi.errors import KmiError
 from kmi.keys import stage_key
+from kmi.stages import space
 
 STAGE_VERSION = "1"
 TOOLS = (tools.QEMU_IMG, tools.VIRT_CUSTOMIZE, tools.VIRT_SYSPREP)
@@ -137,7 +138,9 @@ def sysprep(
     skip_guest = skips_guest_steps(target, host)
     c = target.flavor.customize
     work = output.with_name(f".{output.name}.tmp")
-    work.parent.mkdir(parents=True, exist_ok=True)
+    # the customized copy can grow to the disk's (grown) virtual size, never beyond
+    need = space.grown(space.virtual_size(source), c.grow)
+    space.require(work.parent, need, f"sysprep of {target.name}")
     log.unlink(missing_ok=True)
     try:
         tools.run(tools.QEMU_IMG, ["convert", "-O", "qcow2", str(source), str(work)], log=log)
