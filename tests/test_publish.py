@@ -179,6 +179,29 @@ def test_publish_pushes_a_whole_image_and_the_second_run_sends_nothing(
     assert {s.method for s in setup.proxy.seen} == {"HEAD"}
 
 
+def test_a_new_build_of_the_same_release_gets_a_suffixed_tag_which_the_docs_name(
+    setup: Setup,
+) -> None:
+    """The recipe changed, upstream did not: `12-20260101` is never moved; the new build is
+    tagged with 12 hex of its digest, and the README names the tag that was pushed."""
+    first = setup.project.doit("publish:fixture-12", "docs:fixture-12")
+    assert first.code == 0, first.out
+    readme = setup.project.work / "docs" / "images" / "fixture-12.md"
+    assert "| tags | `12`, `12-20260101` |" in readme.read_text()
+    flavor = setup.project.catalogue / "fixture.yaml"
+    flavor.write_text(flavor.read_text().replace("preference: debian", "preference: debian.12"))
+    again = setup.project.doit("publish:fixture-12", "docs:fixture-12")
+    assert again.code == 0, again.out
+    tags = setup.results()["fixture-12"]["tags"]
+    assert isinstance(tags, list) and tags[0] == "12"
+    assert re.fullmatch(r"12-20260101-[0-9a-f]{12}", tags[1]), tags
+    assert f"| tags | `12`, `{tags[1]}` |" in readme.read_text()
+    listed = json.loads(
+        run("skopeo", "list-tags", "--tls-verify=false", f"docker://{setup.proxy.host}/kmi/fixture")
+    )
+    assert sorted(listed["Tags"]) == sorted(["12", "12-20260101", tags[1]])
+
+
 def test_one_failing_image_does_not_stop_the_other(setup: Setup) -> None:
     setup.proxy.rules.fail = re.compile(r" /v2/kmi/twin/")
     done = setup.project.doit(*STEPS)

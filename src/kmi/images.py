@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-from kmi import docs, maintained, results
+from kmi import docs, maintained, releases, results
 from kmi.accel import host_arch
 from kmi.catalogue import Flavor, Target
 from kmi.errors import KmiError
@@ -82,7 +82,7 @@ def index_annotations(chosen: list[Target]) -> dict[str, str]:
     entry = CTX.pinned(first)
     assert entry is not None  # a current disk or build implies a pinned entry
     created, _ = containerdisk.created_at(entry, CTX.settings.source_date_epoch)
-    release = max((CTX.pinned(t) or entry).release for t in chosen)
+    release = releases.newest((CTX.pinned(t) or entry).release for t in chosen)
     return containerdisk.image_annotations(
         first.flavor, first.version.version, release, created, CTX.settings.source_url
     )
@@ -220,7 +220,7 @@ def moving_tags(image: str) -> tuple[str, ...]:
     tags = [version]
     if maintained.latest_version(flavor, CTX.lock()) == version:
         tags.append("latest")
-    return tuple(publish_stage.tag_of(t) for t in tags)
+    return tuple(releases.tag_of(t) for t in tags)
 
 
 def plan_of(
@@ -238,7 +238,7 @@ def plan_of(
         repository=repository,
         layout=CTX.paths.image_layout(image),
         tags=moving_tags(image),
-        immutable=publish_stage.tag_of(release),
+        immutable=releases.tag_of(release),  # the annotation is <version>-<release>
     )
 
 
@@ -323,7 +323,12 @@ def run_publish(image: str) -> None:
         raise
     results.record(paths.results(), CTX.run_id, outcome.to_json())
     blobs = sorted(publish_stage.blob_digests(plan.layout))
-    details = {"host": registry.host, "repository": plan.repository, "blobs": blobs}
+    details = {
+        "host": registry.host,
+        "repository": plan.repository,
+        "blobs": blobs,
+        "immutable": outcome.tags[-1],  # with its digest suffix, if publish needed one
+    }
     write_receipt(paths.image_receipt(image, "publish"), outcome.digest, details)
 
 
@@ -412,12 +417,20 @@ def repository_of(flavor: str) -> str:
     return f"{registry.host}/{registry.repository(flavor)}"
 
 
+def published_tag(image: str, repository: str) -> str | None:
+    """The immutable tag publish gave the image in `repository` (which may carry the digest
+    suffix), when its receipt says so."""
+    receipt = read_receipt(CTX.paths.image_receipt(image, "publish")) or {}
+    where = f"{receipt.get('host')}/{receipt.get('repository')}"
+    tag = receipt.get("immutable")
+    return tag if where == repository and isinstance(tag, str) else None
+
+
 def render_doc(name: str) -> str:
     if name == CHART:
         return docs.release_chart(CTX.catalogue, list(CTX.targets.values()))
     targets = images()[name]
     entries = {t.name: e for t in targets if (e := CTX.pinned(t)) is not None}
-    release = max((e.release for e in entries.values()), default="")
     doc = docs.ImageDoc(
         image=name,
         flavor=targets[0].flavor,
@@ -425,9 +438,12 @@ def render_doc(name: str) -> str:
         entries=entries,
         repository=repository_of(targets[0].flavor.name),
         tags=moving_tags(name),
-        immutable=publish_stage.tag_of(f"{targets[0].version.version}-{release}")
-        if release
-        else "",
+        immutable=published_tag(name, repository_of(targets[0].flavor.name))
+        or (
+            releases.build_tag(targets[0].version.version, newest)
+            if (newest := releases.newest(e.release for e in entries.values()))
+            else ""
+        ),
         gated=gated(targets[0].flavor),
     )
     return docs.image_readme(doc)

@@ -18,9 +18,9 @@ from kmi import templates
 from kmi.catalogue import Flavor, Target
 from kmi.errors import KmiError
 from kmi.net import Http
+from kmi.releases import release_order
 
 HREF = re.compile(r"""href\s*=\s*["']([^"']+)["']""", re.IGNORECASE)
-NATURAL = re.compile(r"(\d+)")
 
 
 @dataclass(frozen=True)
@@ -31,11 +31,6 @@ class Build:
     release: str
     index_digest: str | None = None  # a digest the index itself states, cross-checked later
     size: int | None = None
-
-
-def release_order(release: str) -> tuple[tuple[int, int | str], ...]:
-    """Natural order: 9.10 after 9.9, 20250101.1 after 20241231.9."""
-    return tuple((1, int(p)) if p.isdigit() else (0, p) for p in NATURAL.split(release) if p)
 
 
 def links(page: str, base: str) -> list[tuple[str, str]]:

@@ -8,7 +8,6 @@ tag where it was, pointing at a whole image; the next run sends only what is mis
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
@@ -16,19 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from kmi import oci
-from kmi.errors import KmiError
 from kmi.progress import Progress, human
 from kmi.registry import Client
-
-TAG_CHARS = re.compile(r"[^A-Za-z0-9_.-]")
-
-
-def tag_of(text: str) -> str:
-    """A valid tag from any text: other characters become '-', at most 128 characters."""
-    tag = TAG_CHARS.sub("-", text).lstrip(".-")[:128]
-    if not tag:
-        raise KmiError(f"cannot make a tag from {text!r}")
-    return tag
+from kmi.releases import tag_of
 
 
 @dataclass(frozen=True)
