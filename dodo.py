@@ -2,6 +2,7 @@
 
 from kmi.ci import task_ci_matrix
 from kmi.images import task_bake, task_docs, task_manifest, task_publish
+from kmi.status import task_status
 from kmi.tasks import (
     doit_config,
     task_build,
@@ -27,6 +28,7 @@ __all__ = [
     "task_manifest",
     "task_publish",
     "task_sparsify",
+    "task_status",
     "task_sysprep",
     "task_test",
 ]

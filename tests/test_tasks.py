@@ -40,6 +40,7 @@ def test_list_shows_families_and_every_target(project: Project) -> None:
         "manifest",
         "publish",
         "sparsify",
+        "status",
         "sysprep",
         "test",
     ]
@@ -394,3 +395,22 @@ def test_a_version_not_maintained_fails_with_one_line(project: Project) -> None:
         arch.out
     )
     assert "Traceback" not in run.out + leap.out + arch.out
+
+
+def test_a_bare_doit_starts_nothing_heavy_and_says_what_to_run(
+    project: Project, mirror: MirrorServer
+) -> None:
+    run = project.doit()
+    assert run.code == 0, run.out
+    assert run.ran() == {"status"}
+    lines = run.out.splitlines()
+    assert re.fullmatch(
+        r"kmi: 10 flavors, \d+ images, \d+ targets: 0 pinned in .*lock\.json, 0 built, "
+        r"0 boot-tested",
+        lines[1],
+    ), run.out
+    assert (
+        lines[2]
+        == "next: doit discover (find and pin the newest verified upstream builds; network)"
+    )
+    assert mirror.settled() == []  # not one upstream request

@@ -806,7 +806,7 @@ def doit_config() -> dict[str, Any]:
     if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
         signal.signal(signal.SIGTERM, _interrupted)  # as Ctrl-C: outputs cleaned up, tools killed
     return {
-        "default_tasks": ["checksum"],
+        "default_tasks": ["status"],  # a bare `doit` starts nothing heavy
         "dep_file": str(paths.doit_db()),
         "backend": "json",
         "continue": True,
