@@ -19,9 +19,9 @@ import yaml
 
 from kmi import results
 from kmi.catalogue import load_flavor
-from kmi.errors import KmiError
+from kmi.errors import KmiError, LockError
 from kmi.keys import read_receipt, receipt_field, receipt_key
-from kmi.lock import LockError, parse_lock
+from kmi.lock import parse_lock
 from kmi.settings import load_settings
 from tests.conftest import REPO, Project
 

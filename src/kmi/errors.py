@@ -10,12 +10,20 @@ class KmiError(Exception):
     """A problem the user can fix: bad input, a missing tool, an upstream that misbehaves."""
 
 
-class CatalogueError(KmiError):
-    """Every problem found in the catalogue, each as `file: .path.to.key: message`."""
+class InputError(KmiError):
+    """Every problem found in an input file, each as `file: .path.to.key: message`."""
 
     def __init__(self, problems: list[str]) -> None:
         self.problems = problems
         super().__init__("\n".join(problems))
+
+
+class CatalogueError(InputError):
+    """Every problem found in the catalogue."""
+
+
+class LockError(InputError):
+    """Every problem found in a lock file (`file: .targets.<T>.<key>: message`)."""
 
 
 class VerificationError(KmiError):

@@ -16,23 +16,15 @@ from pathlib import Path
 from typing import Any
 
 from kmi import schema
-from kmi.errors import KmiError
+from kmi.catalogue import NAME
+from kmi.errors import LockError
 from kmi.files import exclusive, write_if_changed
 
 FORMAT = 1
-NAME = re.compile(r"^[a-z0-9][a-z0-9.-]*$")
 DIGEST = re.compile(r"^(sha256:[0-9a-f]{64}|sha512:[0-9a-f]{128})$")
 FOUND = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z$")
 SIGNER = re.compile(r"^(unsigned|image|[0-9A-F]{40})$")
 RELEASE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,100}$")  # becomes part of an OCI tag
-
-
-class LockError(KmiError):
-    """Every problem of a lock file, each as `file: .targets.<T>.<key>: message`."""
-
-    def __init__(self, problems: list[str]) -> None:
-        self.problems = problems
-        super().__init__("\n".join(problems))
 
 
 def _matches(pattern: re.Pattern[str], expected: str) -> Callable[[str], str | None]:

@@ -34,7 +34,6 @@ def keep(root: Path, url: str, data: bytes) -> None:
     path = recorded_path(root, url)
     if path is None:
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_output(path) as out:
         out.write(data)
 
@@ -44,6 +43,5 @@ def keep_size(root: Path, url: str, size: int) -> None:
     path = recorded_path(root, url)
     if path is None or path.exists():
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_output(path) as out:
         os.truncate(out.fileno(), size)
