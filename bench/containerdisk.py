@@ -22,7 +22,8 @@ from pathlib import Path
 
 from kmi import oci
 from kmi.demo.registry import RegistryServer
-from kmi.registry import Client, Registry
+from kmi.registry import Client
+from kmi.registry_ref import Registry
 from kmi.stages.publish import Plan, publish
 
 SPEC = oci.ImageSpec(

@@ -17,10 +17,9 @@ from typing import Any
 import pytest
 import yaml
 
-from kmi import results
+from kmi import receipts, results
 from kmi.catalogue import load_flavor
 from kmi.errors import KmiError, LockError
-from kmi.keys import read_receipt, receipt_field, receipt_key
 from kmi.lock import parse_lock
 from kmi.settings import load_settings
 from tests.conftest import REPO, Project
@@ -202,9 +201,10 @@ def test_fuzzed_receipts_and_results(tmp_path: Path, capsys: pytest.CaptureFixtu
         cases += [(how, json.dumps(tree).encode()) for how, tree in tree_mutations(rng, source)]
         for _, case in cases:
             path.write_bytes(case)
-            read_receipt(path)
-            assert isinstance(receipt_key(path), str | None)  # a damaged key: stale, rebuilt
-            receipt_field(path, "annotations", dict)
+            assert isinstance(receipts.key_of(path), str | None)  # a damaged key: stale
+            for kind in (receipts.Manifest, receipts.Publish, receipts.Build, receipts.Test):
+                typed = receipts.read(path, kind)  # None, or every field of its type
+                assert typed is None or isinstance(typed, kind)
             results.summary(path, "R")
             results.record(path, "R2", {"image": "x", "status": "pushed"})
             assert "x" in results.read_results(path)["images"]

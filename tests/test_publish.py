@@ -38,12 +38,19 @@ STEPS = ["publish:fixture-12", "publish:twin-12"]
 # writes the receipts a restored build folder carries: the keys computed by kmi itself
 RESTORE = """
 import sys
-from kmi.keys import write_receipt
-from kmi.tasks import CTX, _sparsify_key, _sysprep_key
+from kmi import receipts
+from kmi.tasks.common import CTX
 for name in sys.argv[1:]:
     target = CTX.targets[name]
-    write_receipt(CTX.paths.receipt(name, "sysprep"), _sysprep_key(target), {})
-    write_receipt(CTX.paths.receipt(name, "sparsify"), _sparsify_key(target), {})
+    keys = CTX.plan.keys(target)
+    receipts.write(
+        CTX.paths.receipt(name, "sysprep"),
+        receipts.Sysprep(key=keys.sysprep, target=name, size=0),
+    )
+    receipts.write(
+        CTX.paths.receipt(name, "sparsify"),
+        receipts.Sparsify(key=keys.sparsify, target=name, sysprep_size=0, final_size=0),
+    )
 """
 
 

@@ -14,7 +14,9 @@ import pytest
 
 from kmi.demo.registry import RegistryServer
 from kmi.errors import KmiError
-from kmi.registry import Client, Registry
+from kmi.registry import Client, client_for
+from kmi.registry_ref import Registry
+from kmi.settings import load_settings
 
 SECRET = "s3cret-Pa55"
 BLOB = b"kmi auth test blob\n"
@@ -46,7 +48,9 @@ def push(client: Client, tmp_path: Path) -> None:
 
 
 def client(server: RegistryServer, env: dict[str, str]) -> Client:
-    return Client(Registry.parse(server.host), retries=0, env=env)
+    """A client as kmi makes one: settings from `env`, auth files found from it too."""
+    settings = load_settings({**env, "KMI_HTTP_RETRIES": "0"}, Path("/x"))
+    return client_for(settings, Registry.parse(server.host), env)
 
 
 def test_credentials_from_the_environment(locked_registry: RegistryServer, tmp_path: Path) -> None:

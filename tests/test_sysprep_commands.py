@@ -173,15 +173,15 @@ def test_a_tool_past_its_deadline_is_stopped_with_every_process_it_started(
     def attempt() -> str:
         return tools.run(shell, ["-c", HANGS_FIRST.format(mark=mark)], log=log, timeout=5).stdout
 
-    import kmi.tasks
+    import kmi.tasks.targets
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(kmi.tasks, "say", said.append)
-        assert kmi.tasks._once_more_on_timeout("t", log, attempt) == "second try\n"
+        patch.setattr(kmi.tasks.targets, "say", said.append)
+        assert kmi.tasks.targets.once_more_on_timeout("t", log, attempt) == "second try\n"
     assert said == []  # it did not time out this time: the mark exists
     mark.unlink()
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(kmi.tasks, "say", said.append)
+        patch.setattr(kmi.tasks.targets, "say", said.append)
         quick = tools.run  # a 1 s deadline for the first try, 5 s for the second
         deadlines = iter([1.0, 5.0])
 
@@ -189,7 +189,7 @@ def test_a_tool_past_its_deadline_is_stopped_with_every_process_it_started(
             return quick(*args, **{**kwargs, "timeout": next(deadlines)})  # type: ignore[arg-type]
 
         assert (
-            kmi.tasks._once_more_on_timeout(
+            kmi.tasks.targets.once_more_on_timeout(
                 "t",
                 log,
                 lambda: run_with(shell, ["-c", HANGS_FIRST.format(mark=mark)], log=log).stdout,

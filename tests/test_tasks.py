@@ -365,7 +365,8 @@ def test_an_arm64_sysprep_this_host_cannot_run_is_restored_from_the_stage_cache(
     made = project.work / "arm64-machine" / "sysprep.qcow2"
     made.parent.mkdir()
     made.write_bytes(b"QFI\xfb" + b"\0" * 4096)
-    assert DirCache(cache).store("sysprep", entry.name, made, {"target": target}, print)
+    details = {"target": target, "size": 4100, "skipped_guest_steps": []}  # its receipt's
+    assert DirCache(cache).store("sysprep", entry.name, made, details, print)
     restored = project.doit(f"sysprep:{target}", KMI_CACHE_URL=str(cache))
     assert restored.code == 0, restored.out
     assert f"{target}: sysprep restored from the stage cache ({entry})" in restored.out

@@ -9,13 +9,9 @@ Credentials and tokens never appear in a message.
 
 from __future__ import annotations
 
-import base64
 import hashlib
-import ipaddress
-import re
 from collections.abc import Callable, Mapping
 from contextlib import nullcontext
-from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 from urllib.parse import urlencode, urljoin
@@ -26,7 +22,9 @@ from requests.adapters import HTTPAdapter
 from kmi import __version__
 from kmi.errors import KmiError, TransferError
 from kmi.net import TRANSIENT_STATUS, Transient, retry_after, retrying
-from kmi.registry_auth import Credentials, find_credentials
+from kmi.registry_auth import Credentials, RegistryAuth, basic, find_credentials
+from kmi.registry_ref import Registry
+from kmi.settings import Settings
 
 ACCEPT = ", ".join(
     [
@@ -37,53 +35,6 @@ ACCEPT = ", ".join(
     ]
 )
 BLOCK = 1 << 20  # socket writes of uploads; http.client's 8 KiB default costs CPU
-HOST = re.compile(r"^[A-Za-z0-9.-]+(:[0-9]+)?$|^\[[0-9a-fA-F:]+\](:[0-9]+)?$")
-PATH = re.compile(
-    r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$"
-)
-
-
-def is_loopback(host: str) -> bool:
-    name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
-    name = name.strip("[]")
-    if name == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(name).is_loopback
-    except ValueError:
-        return False
-
-
-@dataclass(frozen=True)
-class Registry:
-    """Where images go: `host[:port][/prefix]`, e.g. `quay.io/containerdisks`."""
-
-    host: str
-    prefix: str
-    scheme: str
-
-    @classmethod
-    def parse(cls, value: str, insecure: bool = False) -> Registry:
-        text = value.strip().rstrip("/")
-        if "://" in text:
-            raise KmiError(
-                f"KMI_REGISTRY={value!r}: give host[:port]/path without a scheme; "
-                "TLS is used unless the host is loopback or KMI_REGISTRY_INSECURE=1"
-            )
-        host, _, prefix = text.partition("/")
-        if not HOST.match(host) or (prefix and not PATH.match(prefix)):
-            raise KmiError(
-                f"KMI_REGISTRY={value!r}: expected host[:port][/path] with a lowercase path, "
-                "e.g. quay.io/containerdisks or localhost:5000"
-            )
-        scheme = "http" if insecure or is_loopback(host) else "https"
-        return cls(host, prefix, scheme)
-
-    def repository(self, name: str) -> str:
-        return f"{self.prefix}/{name}" if self.prefix else name
-
-    def reference(self, name: str, tag: str) -> str:
-        return f"{self.host}/{self.repository(name)}:{tag}"
 
 
 class _BigWrites(HTTPAdapter):
@@ -118,12 +69,6 @@ class _Body:
         return data
 
 
-def _challenge(header: str) -> tuple[str, dict[str, str]]:
-    scheme, _, rest = header.strip().partition(" ")
-    params = dict(re.findall(r'(\w+)="([^"]*)"', rest))
-    return scheme.lower(), params
-
-
 class Client:
     """One registry, with the credentials and tokens of one run."""
 
@@ -134,15 +79,17 @@ class Client:
         backoff: float = 1.0,
         timeout: float = 60.0,
         env: Mapping[str, str] | None = None,
+        credentials: Credentials | None = None,
     ) -> None:
         self.registry = registry
         self.retries, self.backoff, self.timeout = retries, backoff, timeout
         self.env = env
+        self.given = credentials
         self.session = requests.Session()
         self.session.headers["User-Agent"] = f"kmi/{__version__}"
         self.session.mount("http://", _BigWrites())
         self.session.mount("https://", _BigWrites())
-        self._auth: dict[str, str] = {}  # repository -> Authorization header value
+        self.session.auth = RegistryAuth(registry.host, self._credentials_for, self._token)
         self._credentials: dict[str, Credentials | None] = {}
 
     # -- plumbing ---------------------------------------------------------------------------
@@ -153,34 +100,16 @@ class Client:
     def _credentials_for(self, repository: str) -> Credentials | None:
         if repository not in self._credentials:
             self._credentials[repository] = find_credentials(
-                self.registry.host, repository, self.env
+                self.registry.host, repository, self.env, self.given
             )
         return self._credentials[repository]
-
-    def _login(self, repository: str, response: requests.Response) -> None:
-        """Answer a 401: Basic with the credentials, or fetch a Bearer token for the scope."""
-        header = response.headers.get("WWW-Authenticate", "")
-        scheme, params = _challenge(header)
-        creds = self._credentials_for(repository)
-        where = f"{self.registry.host}/{repository}"
-        if scheme == "basic":
-            if creds is None:
-                raise KmiError(
-                    f"{where}: the registry wants a login; set KMI_REGISTRY_USER and "
-                    "KMI_REGISTRY_PASSWORD or log in with podman/skopeo/docker login"
-                )
-            self._auth[repository] = "Basic " + _basic(creds)
-            return
-        if scheme != "bearer" or "realm" not in params:
-            raise KmiError(f"{where}: unsupported authentication challenge {scheme!r}")
-        self._auth[repository] = "Bearer " + self._token(repository, params, creds)
 
     def _token(self, repository: str, params: dict[str, str], creds: Credentials | None) -> str:
         query = {
             "service": params.get("service", ""),
             "scope": f"repository:{repository}:pull,push",
         }
-        headers = {"Authorization": "Basic " + _basic(creds)} if creds else {}
+        headers = {"Authorization": basic(creds)} if creds else {}
         realm = params["realm"]
 
         def attempt() -> str:
@@ -238,14 +167,10 @@ class Client:
         stream: bool = False,
     ) -> requests.Response:
         """One try: a transient failure raises Transient for the caller's retry loop."""
-        for _ in range(2):  # the second try carries the credentials a 401 asked for
-            sent = dict(headers or {})
-            if repository in self._auth:
-                sent["Authorization"] = self._auth[repository]
-            response = self._send(method, url, sent, body, stream)
-            if response.status_code != 401:
-                break
-            self._login(repository, response)
+        response = self._send(method, url, dict(headers or {}), body, stream)
+        if response.status_code == 401 and body is not None:
+            # RegistryAuth logged in but could not send a streamed body again: send it now
+            response = self._send(method, url, dict(headers or {}), body, stream)
         if response.status_code in ok:
             return response
         if response.status_code in TRANSIENT_STATUS:
@@ -386,11 +311,6 @@ class Client:
         self.request("PUT", repository, url, (201,), headers, lambda: nullcontext(data))
 
 
-def _basic(creds: Credentials | None) -> str:
-    assert creds is not None
-    return base64.b64encode(f"{creds.username}:{creds.secret}".encode()).decode()
-
-
 def _detail(response: requests.Response) -> str:
     """The registry's own error code and message, never headers (they may hold tokens)."""
     try:
@@ -399,3 +319,24 @@ def _detail(response: requests.Response) -> str:
         return f" ({first.get('code', '')}: {first.get('message', '')})"
     except (ValueError, AttributeError, IndexError, TypeError):
         return ""
+
+
+def client_for(
+    settings: Settings, registry: Registry, env: Mapping[str, str] | None = None
+) -> Client:
+    """The one way kmi makes a registry client (publish, the stage cache, buildx checks):
+    the KMI_HTTP_* retries and timeouts, and the KMI_REGISTRY_USER login when set, else
+    the auth files found from `env` (the process environment by default)."""
+    given = (
+        Credentials(settings.registry_user, settings.registry_password, "KMI_REGISTRY_USER")
+        if settings.registry_user
+        else None
+    )
+    return Client(
+        registry,
+        settings.http_retries,
+        settings.http_backoff,
+        settings.http_timeout,
+        env=env,
+        credentials=given,
+    )

@@ -11,10 +11,16 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+import requests.auth
 
 from kmi.errors import KmiError
 
@@ -116,17 +122,105 @@ def _from_file(path: Path, host: str, repository: str) -> Credentials | None:
 
 
 def find_credentials(
-    host: str, repository: str, env: Mapping[str, str] | None = None
+    host: str,
+    repository: str,
+    env: Mapping[str, str] | None = None,
+    given: Credentials | None = None,
 ) -> Credentials | None:
-    """Credentials for `host` (and the repository path under it), or None for anonymous."""
+    """Credentials for `host` (and the repository path under it), or None for anonymous:
+    `given` (KMI_REGISTRY_USER and KMI_REGISTRY_PASSWORD), else the auth files."""
     env = os.environ if env is None else env
-    user, password = env.get("KMI_REGISTRY_USER", ""), env.get("KMI_REGISTRY_PASSWORD", "")
-    if user or password:
-        if not (user and password):
-            raise KmiError("set both KMI_REGISTRY_USER and KMI_REGISTRY_PASSWORD, or neither")
-        return Credentials(user, password, "KMI_REGISTRY_USER")
+    if given is not None:
+        return given
     for path in auth_files(env):
         found = _from_file(path, host, repository)
         if found:
             return found
     return None
+
+
+# --- answering a registry's 401 -------------------------------------------------------------
+
+V2_PATH = re.compile(r"/v2/(?P<repository>.+?)/(?:manifests|blobs|tags)/")
+
+
+def repository_of(url: str) -> str | None:
+    """The repository an API URL is about (`/v2/<repository>/manifests/...`)."""
+    found = V2_PATH.search(urlsplit(url).path)
+    return found.group("repository") if found else None
+
+
+def _challenge(header: str) -> tuple[str, dict[str, str]]:
+    scheme, _, rest = header.strip().partition(" ")
+    params = dict(re.findall(r'(\w+)="([^"]*)"', rest))
+    return scheme.lower(), params
+
+
+def basic(creds: Credentials) -> str:
+    return "Basic " + base64.b64encode(f"{creds.username}:{creds.secret}".encode()).decode()
+
+
+class RegistryAuth(requests.auth.AuthBase):
+    """Logs in as a registry asks, as requests' own HTTPDigestAuth does: a 401's
+    WWW-Authenticate challenge is answered with Basic credentials, or with a Bearer token
+    for the repository's pull,push scope from the token service named in the challenge, and
+    the request is sent once more. What it learned is kept per repository for the run.
+
+    `token` fetches a token (the client's retries and timeouts apply to it); `credentials`
+    finds the login for a repository (None: anonymous)."""
+
+    def __init__(
+        self,
+        host: str,
+        credentials: Callable[[str], Credentials | None],
+        token: Callable[[str, dict[str, str], Credentials | None], str],
+    ) -> None:
+        self.host = host
+        self.credentials = credentials
+        self.token = token
+        self.headers: dict[str, str] = {}  # repository -> Authorization value
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        repository = repository_of(request.url or "")
+        if repository is not None:
+            if repository in self.headers:
+                request.headers["Authorization"] = self.headers[repository]
+            request.register_hook("response", self.handle_401)  # type: ignore[no-untyped-call]
+        return request
+
+    def login(self, repository: str, response: requests.Response) -> str:
+        """The Authorization value that answers this 401."""
+        scheme, params = _challenge(response.headers.get("WWW-Authenticate", ""))
+        creds = self.credentials(repository)
+        where = f"{self.host}/{repository}"
+        if scheme == "basic":
+            if creds is None:
+                raise KmiError(
+                    f"{where}: the registry wants a login; set KMI_REGISTRY_USER and "
+                    "KMI_REGISTRY_PASSWORD or log in with podman/skopeo/docker login"
+                )
+            return basic(creds)
+        if scheme != "bearer" or "realm" not in params:
+            raise KmiError(f"{where}: unsupported authentication challenge {scheme!r}")
+        return "Bearer " + self.token(repository, params, creds)
+
+    def handle_401(self, response: requests.Response, **kwargs: Any) -> requests.Response:
+        request = response.request
+        repository = repository_of(request.url or "")
+        if (
+            response.status_code != 401
+            or repository is None
+            or getattr(request, "kmi_retry", False)
+        ):
+            return response
+        self.headers[repository] = self.login(repository, response)
+        if request.body is not None and not isinstance(request.body, bytes | str):
+            return response  # a streamed body cannot be sent again here: the caller resends
+        response.close()
+        again = request.copy()
+        again.headers["Authorization"] = self.headers[repository]
+        setattr(again, "kmi_retry", True)  # noqa: B010 - answered once; a second 401 stands
+        sent: requests.Response = response.connection.send(again, **kwargs)
+        sent.history.append(response)
+        sent.request = again
+        return sent

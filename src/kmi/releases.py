@@ -34,3 +34,9 @@ def build_tag(version: str, release: str) -> str:
     """The immutable tag of one build of an image: `<version>-<release>` (publish adds 12 hex
     of the index digest when the registry already has that tag for another build)."""
     return tag_of(f"{version}-{release}")
+
+
+def moving_tags(version: str, latest: bool) -> tuple[str, ...]:
+    """The tags every new build of an image moves: its version, and `latest` when it is
+    the flavor's newest maintained version."""
+    return (tag_of(version), "latest") if latest else (tag_of(version),)

@@ -1,18 +1,26 @@
-"""Where kmi runs: every KMI_* environment variable, read in one place."""
+"""Where kmi runs: every setting in one declarative table (name, default, parser, meaning),
+parsed and validated once when doit loads, before any stage runs. README.md's settings
+table is written from it (`python -m kmi.settings README.md`; a test fails when it is stale).
+"""
 
 from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from kmi.errors import KmiError
+from kmi.registry_ref import Registry
 
 # Boot-test deadlines that hold under TCG on a small machine; KVM needs far less.
 DEFAULT_TEST_TIMEOUTS = (("amd64", 900.0), ("arm64", 1800.0), ("s390x", 1800.0))
 # GitHub-hosted runner labels per arch (the labels the issue names); s390x has none by default
 DEFAULT_CI_RUNNERS = (("amd64", "ubuntu-24.04"), ("arm64", "ubuntu-24.04-arm"))
+ARCHES = ("amd64", "arm64", "s390x")
 TIERS = ("planned", "preview", "proposed", "stable")
 MAX_NUMBER = 1e9  # seconds, retries or MiB: anything above is a typo, not a setting
 TRUE_WORDS = {"1", "true", "yes", "on"}
@@ -21,34 +29,36 @@ FALSE_WORDS = {"0", "false", "no", "off", ""}
 
 @dataclass(frozen=True)
 class Settings:
-    """Run settings; documented in README.md ("Settings")."""
+    """Run settings, typed; each field is one row of SETTINGS below."""
 
     catalogue_dir: Path
     build_dir: Path
     cache_dir: Path
-    mirror: str | None
-    locked: bool
-    http_retries: int
-    http_backoff: float
-    http_timeout: float
-    progress: str  # "auto", "bar", "lines" or "off"
-    accel: str  # "auto", "kvm" or "tcg"
-    registry: str | None = None  # host[:port][/path] to publish to; None: dry run
-    registry_insecure: bool = False  # plain HTTP to a registry that is not on loopback
-    layer_compression: str = "gzip-stored"  # see kmi.oci.LAYER_TYPES
-    index_arches: str = "all"  # "all": an index needs every arch; "built": what was built
-    source_url: str = ""  # org.opencontainers.image.source of published images
-    source_date_epoch: str | None = None  # fixes `created` instead of the lock's `found`
-    test_timeouts: tuple[tuple[str, float], ...] = DEFAULT_TEST_TIMEOUTS  # per arch, seconds
-    test_memory: int = 2048  # MiB of guest memory for boot tests
-    untested_tiers: frozenset[str] = frozenset({"preview"})  # may publish without a boot test
+    mirror: str | None = None
+    require_signed: bool = False
+    record: Path | None = None
+    locked: bool = False
+    http_retries: int = 5
+    http_backoff: float = 1.0
+    http_timeout: float = 30.0
+    progress: str = "auto"  # "auto", "bar", "lines" or "off"
+    accel: str = "auto"  # "auto", "kvm" or "tcg"
+    registry: Registry | None = None  # None: publish is a dry run
+    registry_insecure: bool = False
+    registry_user: str = ""
+    registry_password: str = field(default="", repr=False)
+    layer_compression: str = "gzip-stored"
+    index_arches: str = "all"
+    source_url: str = ""
+    source_date_epoch: int | None = None
+    test_timeouts: tuple[tuple[str, float], ...] = DEFAULT_TEST_TIMEOUTS
+    guestfs_timeout: float = 3600.0
+    test_memory: int = 2048
+    untested_tiers: frozenset[str] = frozenset({"preview"})
     docs_dir: Path = Path("docs/images")
-    ci_runners: tuple[tuple[str, str], ...] = DEFAULT_CI_RUNNERS  # arch -> CI runner label
-    guestfs_timeout: float = 3600.0  # KMI_GUESTFS_TIMEOUT: seconds per libguestfs tool run
-    engine: str = "native"  # KMI_ENGINE: "native" (no daemon) or "buildx" (BuildKit)
-    stage_cache: str | None = None  # KMI_CACHE_URL: the shared stage cache (folder or registry)
-    require_signed: bool = False  # KMI_REQUIRE_SIGNED: refuse upstreams that sign nothing
-    record: Path | None = None  # KMI_RECORD: keep every small upstream file fetched, mirror-shaped
+    stage_cache: Path | Registry | None = None  # a folder, or a registry repository
+    engine: str = "native"
+    ci_runners: tuple[tuple[str, str], ...] = DEFAULT_CI_RUNNERS
 
     def test_timeout(self, arch: str) -> float:
         return dict(self.test_timeouts).get(arch, max(t for _, t in self.test_timeouts))
@@ -58,40 +68,115 @@ class Settings:
         return self.catalogue_dir / "lock.json"
 
 
-def _flag(env: dict[str, str], name: str) -> bool:
-    value = env.get(name, "").strip().lower()
+class Bad(ValueError):
+    """A parser's complaint; load_settings puts the variable and its value in front."""
+
+
+Parser = Callable[[str, "Reading"], Any]
+
+
+@dataclass(frozen=True)
+class Reading:
+    """What a parser may look at besides its own value: the folder relative paths start
+    from, and the other variables (KMI_REGISTRY's scheme depends on KMI_REGISTRY_INSECURE)."""
+
+    root: Path
+    env: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One row: the variable, the Settings field it fills (None: read by the tests or the
+    demo only), its default as written in the README, how it is parsed, what it means."""
+
+    name: str
+    attr: str | None
+    default: str
+    parse: Parser
+    meaning: str
+    empty_is_a_value: bool = False  # set but empty means something (else: the default)
+
+
+# --- parsers ------------------------------------------------------------------------------
+
+
+def path(raw: str, reading: Reading) -> Path:
+    return reading.root / raw
+
+
+def optional_path(raw: str, reading: Reading) -> Path | None:
+    return reading.root / raw if raw else None
+
+
+def text(raw: str, reading: Reading) -> str:
+    return raw
+
+
+def optional_text(raw: str, reading: Reading) -> str | None:
+    return raw or None
+
+
+def flag(raw: str, reading: Reading) -> bool:
+    value = raw.lower()
     if value in TRUE_WORDS:
         return True
     if value in FALSE_WORDS:
         return False
-    raise KmiError(f"{name}={value!r}: expected one of 1/true/yes/on or 0/false/no/off")
+    raise Bad("expected one of 1/true/yes/on or 0/false/no/off")
 
 
-def _number(env: dict[str, str], name: str, default: float) -> float:
-    raw = env.get(name)
-    if raw is None or raw.strip() == "":
-        return default
+def number(raw: str, reading: Reading) -> float:
     try:
         value = float(raw)
     except ValueError:
-        raise KmiError(f"{name}={raw!r}: expected a number") from None
+        raise Bad("expected a number") from None
     if not math.isfinite(value) or value > MAX_NUMBER:
-        raise KmiError(f"{name}={raw!r}: expected a number below {MAX_NUMBER:.0f}")
+        raise Bad(f"expected a number below {MAX_NUMBER:.0f}")
     if value < 0:
-        raise KmiError(f"{name}={raw!r}: expected a number >= 0")
+        raise Bad("expected a number >= 0")
     return value
 
 
-def _timeouts(env: dict[str, str]) -> tuple[tuple[str, float], ...]:
-    """KMI_TEST_TIMEOUT: one number of seconds for every arch, or arch=seconds pairs."""
-    raw = env.get("KMI_TEST_TIMEOUT", "").strip()
-    found = dict(DEFAULT_TEST_TIMEOUTS)
+def whole(raw: str, reading: Reading) -> int:
+    return int(number(raw, reading))
+
+
+def choice(*allowed: str) -> Parser:
+    def parse(raw: str, reading: Reading) -> str:
+        if raw not in allowed:
+            raise Bad(f"expected {', '.join(allowed[:-1])} or {allowed[-1]}")
+        return raw
+
+    return parse
+
+
+def mirror(raw: str, reading: Reading) -> str | None:
+    return raw.rstrip("/") or None
+
+
+def registry(raw: str, reading: Reading) -> Registry | None:
     if not raw:
-        return DEFAULT_TEST_TIMEOUTS
-    hint = (
-        f"KMI_TEST_TIMEOUT={raw!r}: expected seconds (600) or arch=seconds pairs "
-        "(amd64=600,arm64=1800)"
-    )
+        return None
+    insecure = flag(reading.env.get("KMI_REGISTRY_INSECURE", "").strip(), reading)
+    try:
+        return Registry.parse(raw, insecure)
+    except KmiError as err:
+        raise Bad(str(err).split(": ", 1)[1]) from None
+
+
+def epoch(raw: str, reading: Reading) -> int | None:
+    if not raw:
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        raise Bad("expected seconds since 1970") from None
+
+
+def timeouts(raw: str, reading: Reading) -> tuple[tuple[str, float], ...]:
+    """One number of seconds for every arch, or arch=seconds pairs."""
+    hint = "expected seconds (600) or arch=seconds pairs (amd64=600,arm64=1800)"
+    found = dict(DEFAULT_TEST_TIMEOUTS)
     try:
         if "=" not in raw:
             found = dict.fromkeys(found, float(raw))
@@ -99,92 +184,218 @@ def _timeouts(env: dict[str, str]) -> tuple[tuple[str, float], ...]:
             for pair in raw.split(","):
                 arch, _, seconds = pair.partition("=")
                 if arch.strip() not in found:
-                    raise KmiError(f"{hint}; unknown arch {arch.strip()!r}")
+                    raise Bad(f"{hint}; unknown arch {arch.strip()!r}")
                 found[arch.strip()] = float(seconds)
+    except Bad:
+        raise
     except ValueError:
-        raise KmiError(hint) from None
+        raise Bad(hint) from None
     if any(not 0 < v <= MAX_NUMBER for v in found.values()):
-        raise KmiError(f"{hint}; every timeout must be above 0 and at most 1e9")
+        raise Bad(f"{hint}; every timeout must be above 0 and at most 1e9")
     return tuple(found.items())
 
 
-def _runners(env: dict[str, str]) -> tuple[tuple[str, str], ...]:
-    """KMI_CI_RUNNERS: arch=label pairs, each replacing that arch's default label."""
-    raw = env.get("KMI_CI_RUNNERS", "").strip()
+def runners(raw: str, reading: Reading) -> tuple[tuple[str, str], ...]:
+    """arch=label pairs, each replacing that arch's default label."""
     found = dict(DEFAULT_CI_RUNNERS)
     for pair in filter(None, (p.strip() for p in raw.split(","))):
         arch, _, label = pair.partition("=")
-        if arch.strip() not in {"amd64", "arm64", "s390x"} or not label.strip():
-            raise KmiError(
-                f"KMI_CI_RUNNERS={raw!r}: expected arch=label pairs, e.g. "
-                "arm64=ubuntu-24.04-arm,s390x=my-s390x-runner"
+        if arch.strip() not in ARCHES or not label.strip():
+            raise Bad(
+                "expected arch=label pairs, e.g. arm64=ubuntu-24.04-arm,s390x=my-s390x-runner"
             )
         found[arch.strip()] = label.strip()
     return tuple(found.items())
 
 
-def _tiers(env: dict[str, str]) -> frozenset[str]:
-    raw = env.get("KMI_UNTESTED_TIERS")
-    if raw is None:
-        return frozenset({"preview"})
-    tiers = frozenset(t.strip() for t in raw.split(",") if t.strip())
-    unknown = sorted(tiers - set(TIERS))
+def tiers(raw: str, reading: Reading) -> frozenset[str]:
+    chosen = frozenset(t.strip() for t in raw.split(",") if t.strip())
+    unknown = sorted(chosen - set(TIERS))
     if unknown:
-        raise KmiError(
-            f"KMI_UNTESTED_TIERS={raw!r}: unknown tier {unknown[0]!r}; expected some of "
-            f"{', '.join(TIERS)} (comma-separated), or empty to gate every tier"
+        raise Bad(
+            f"unknown tier {unknown[0]!r}; expected some of {', '.join(TIERS)} "
+            "(comma-separated), or empty to gate every tier"
         )
-    return tiers
+    return chosen
 
 
-def load_settings(env: dict[str, str] | None = None, root: Path | None = None) -> Settings:
-    """Read settings from the environment; relative paths are taken from `root` (the cwd)."""
-    env = dict(os.environ) if env is None else env
-    root = Path.cwd() if root is None else root
-    mirror = env.get("KMI_MIRROR", "").strip() or None
-    progress = env.get("KMI_PROGRESS", "auto").strip() or "auto"
-    if progress not in {"auto", "bar", "lines", "off"}:
-        raise KmiError(f"KMI_PROGRESS={progress!r}: expected auto, bar, lines or off")
-    accel = env.get("KMI_ACCEL", "auto").strip() or "auto"
-    if accel not in {"auto", "kvm", "tcg"}:
-        raise KmiError(f"KMI_ACCEL={accel!r}: expected auto, kvm or tcg")
-    compression = env.get("KMI_LAYER_COMPRESSION", "").strip() or "gzip-stored"
-    if compression not in {"gzip-stored", "gzip", "zstd", "none"}:
-        raise KmiError(
-            f"KMI_LAYER_COMPRESSION={compression!r}: expected gzip-stored, gzip, zstd or none"
+def stage_cache(raw: str, reading: Reading) -> Path | Registry | None:
+    """A folder (a path or file:///path) or docker://host[:port]/repository."""
+    if not raw:
+        return None
+    if raw.startswith("docker://"):
+        where = raw[len("docker://") :].rstrip("/")
+        hint = "expected docker://host[:port]/repository with a lowercase repository"
+        try:
+            insecure = flag(reading.env.get("KMI_REGISTRY_INSECURE", "").strip(), reading)
+            found = Registry.parse(where, insecure)
+        except KmiError:
+            raise Bad(f"{hint}, e.g. docker://ghcr.io/acme/kmi-cache") from None
+        if not found.prefix:
+            raise Bad("name the repository after the host, e.g. docker://ghcr.io/acme/kmi-cache")
+        return found
+    folder = raw[len("file://") :] if raw.startswith("file://") else raw
+    if "://" in folder:
+        raise Bad(
+            "give a folder (a path or file:///path) or a registry repository "
+            "(docker://host/repository)"
         )
-    index_arches = env.get("KMI_INDEX_ARCHES", "").strip() or "all"
-    if index_arches not in {"all", "built"}:
-        raise KmiError(f"KMI_INDEX_ARCHES={index_arches!r}: expected all or built")
-    engine = env.get("KMI_ENGINE", "").strip() or "native"
-    if engine not in {"native", "buildx"}:
-        raise KmiError(f"KMI_ENGINE={engine!r}: expected native (the default) or buildx")
-    registry = env.get("KMI_REGISTRY", "").strip() or None
-    return Settings(
-        catalogue_dir=root / env.get("KMI_CATALOGUE", "distros"),
-        build_dir=root / env.get("KMI_BUILD_DIR", "build"),
-        cache_dir=root / env.get("KMI_CACHE_DIR", "cache"),
-        mirror=mirror.rstrip("/") if mirror else None,
-        locked=_flag(env, "KMI_LOCKED"),
-        http_retries=int(_number(env, "KMI_HTTP_RETRIES", 5)),
-        http_backoff=_number(env, "KMI_HTTP_BACKOFF", 1.0),
-        http_timeout=_number(env, "KMI_HTTP_TIMEOUT", 30.0),
-        progress=progress,
-        accel=accel,
-        registry=registry,
-        registry_insecure=_flag(env, "KMI_REGISTRY_INSECURE"),
-        layer_compression=compression,
-        index_arches=index_arches,
-        engine=engine,
-        source_url=env.get("KMI_SOURCE_URL", "").strip(),
-        source_date_epoch=env.get("SOURCE_DATE_EPOCH", "").strip() or None,
-        test_timeouts=_timeouts(env),
-        test_memory=int(_number(env, "KMI_TEST_MEMORY", 2048)),
-        guestfs_timeout=_number(env, "KMI_GUESTFS_TIMEOUT", 3600.0),
-        untested_tiers=_tiers(env),
-        docs_dir=root / env.get("KMI_DOCS_DIR", "docs/images"),
-        ci_runners=_runners(env),
-        stage_cache=env.get("KMI_CACHE_URL", "").strip() or None,
-        require_signed=_flag(env, "KMI_REQUIRE_SIGNED"),
-        record=root / record if (record := env.get("KMI_RECORD", "").strip()) else None,
-    )
+    return (reading.root / Path(folder).expanduser()).resolve()
+
+
+def documented(raw: str, reading: Reading) -> str:
+    """Read elsewhere (the tests, the demo): documented here, not parsed."""
+    return raw
+
+
+# --- the table ----------------------------------------------------------------------------
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("KMI_CATALOGUE", "catalogue_dir", "distros", path,
+            "the catalogue folder (flavor YAML files and `lock.json`)"),
+    Setting("KMI_BUILD_DIR", "build_dir", "build", path, "per-target outputs and receipts"),
+    Setting("KMI_CACHE_DIR", "cache_dir", "cache", path,
+            "content-addressed downloads and doit's state file"),
+    Setting("KMI_MIRROR", "mirror", "", mirror,
+            "fetch every upstream `https://HOST/PATH` from `<KMI_MIRROR>/HOST/PATH` (air-gapped "
+            "and CI mirrors); the lock still records the upstream URL"),
+    Setting("KMI_REQUIRE_SIGNED", "require_signed", "0", flag,
+            "`1`: refuse flavors whose upstream signs nothing (`signature.kind: none`): discovery "
+            "pins nothing for them, `download` and `build` stop with one line"),
+    Setting("KMI_RECORD", "record", "", optional_path,
+            "a folder: `discover` keeps every index, checksum file and signature it fetched "
+            "there, mirror-shaped, to replay later as `KMI_MIRROR`"),
+    Setting("KMI_LOCKED", "locked", "0", flag,
+            "`1`: a target missing from the lock (or pinned with other upstream settings) is an "
+            "error, not discovered"),
+    Setting("KMI_HTTP_RETRIES", "http_retries", "5", whole,
+            "retries of a transient failure (5xx, 408, 429, connection resets, timeouts), for "
+            "upstreams, the registry and the stage cache alike"),
+    Setting("KMI_HTTP_BACKOFF", "http_backoff", "1.0", number,
+            "first retry delay in seconds, doubled each time (capped at 60; `Retry-After` wins)"),
+    Setting("KMI_HTTP_TIMEOUT", "http_timeout", "30", number,
+            "seconds to wait for a connection or for data"),
+    Setting("KMI_PROGRESS", "progress", "auto", choice("auto", "bar", "lines", "off"),
+            "`bar` on a terminal, `lines` (a few plain lines) otherwise; or `off`"),
+    Setting("KMI_ACCEL", "accel", "auto", choice("auto", "kvm", "tcg"),
+            "`kvm` or `tcg` for libguestfs; `auto` boots the host kernel under KVM once (about a "
+            "second where KVM works, 10 s where it hangs) and falls back to TCG, caching the "
+            "verdict in `cache/accel.json`"),
+    Setting("KMI_REGISTRY", "registry", "", registry,
+            "where `publish` pushes: `host[:port][/path]`, images go to "
+            "`<path>/<flavor>:<version>`; unset: a dry run. `doit publish --registry=...` (or "
+            "`registry=...`) wins"),
+    Setting("KMI_REGISTRY_INSECURE", "registry_insecure", "0", flag,
+            "`1`: plain HTTP to a registry that is not on loopback"),
+    Setting("KMI_REGISTRY_USER", "registry_user", "", text,
+            "registry user name, with `KMI_REGISTRY_PASSWORD` (else the standard auth files)"),
+    Setting("KMI_REGISTRY_PASSWORD", "registry_password", "", text,
+            "registry password or token; never printed"),
+    Setting("KMI_LAYER_COMPRESSION", "layer_compression", "gzip-stored",
+            choice("gzip-stored", "gzip", "zstd", "none"),
+            "the layer: `gzip-stored`, `gzip` (zlib level 1), `zstd`, `none`"),
+    Setting("KMI_INDEX_ARCHES", "index_arches", "all", choice("all", "built"),
+            "`all`: `manifest:I` needs every arch of I built; `built`: index the arches whose "
+            "containerdisk is built and current (the others are listed as left out)"),
+    Setting("KMI_SOURCE_URL", "source_url", "", text,
+            "`org.opencontainers.image.source` of the images (e.g. your catalogue repository)"),
+    Setting("SOURCE_DATE_EPOCH", "source_date_epoch", "", epoch,
+            "the images' `created` time (seconds since 1970), instead of when the upstream "
+            "build was pinned"),
+    Setting("KMI_TEST_TIMEOUT", "test_timeouts", "amd64=900,arm64=1800,s390x=1800", timeouts,
+            "seconds a boot test may take, per arch (`arch=seconds` pairs) or one number for "
+            "all; sized for TCG on a small machine"),
+    Setting("KMI_GUESTFS_TIMEOUT", "guestfs_timeout", "3600", number,
+            "seconds one libguestfs tool run (virt-customize, virt-sysprep, virt-sparsify, a "
+            "catalogue script) may take; past it the tool and its appliance are killed and the "
+            "stage is tried once more from its input (a libguestfs appliance under TCG now and "
+            "then hangs for good); the first try's log is kept as `<stage>.timed-out.log`"),
+    Setting("KMI_TEST_MEMORY", "test_memory", "2048", whole,
+            "MiB of memory of the boot-test guest"),
+    Setting("KMI_UNTESTED_TIERS", "untested_tiers", "preview", tiers,
+            "tiers that publish without a passed boot test (comma-separated; empty: gate every "
+            "tier)", empty_is_a_value=True),
+    Setting("KMI_DOCS_DIR", "docs_dir", "docs/images", path,
+            "where `docs` writes the image READMEs and `release-chart.md`"),
+    Setting("KMI_CACHE_URL", "stage_cache", "", stage_cache,
+            "the shared stage cache: a folder (a path or `file:///path`) or a registry "
+            "repository (`docker://host[:port]/repository`); `sysprep`, `sparsify` and `build` "
+            "look their stage key up there first and restore the output (checked byte for byte) "
+            "instead of making it; what they make is added (see \"Scaling out\")"),
+    Setting("KMI_ENGINE", "engine", "native", choice("native", "buildx"),
+            "`buildx`: `build` packs and pushes each arch with `docker buildx bake` (by digest), "
+            "and `publish` indexes them with `docker buildx imagetools create` "
+            "(python-on-whales), instead of kmi's own engine; needs `KMI_REGISTRY` and the "
+            "buildx plugin"),
+    Setting("KMI_CI_RUNNERS", "ci_runners", "amd64=ubuntu-24.04,arm64=ubuntu-24.04-arm", runners,
+            "`ci-matrix`: the CI runner label per arch (`arch=label` pairs replace the defaults); "
+            "an arch without one (s390x by default) is left out, and said so"),
+    Setting("KMI_FIXTURE_CACHE", None, "~/.cache/kmi-fixtures", documented,
+            "tests and demo: where the offline fixture images are kept, keyed by the hash of "
+            "`scripts/fixture-image.sh` (and `fixture-image-arm64.sh`)"),
+    Setting("KMI_TEST_ARM64", None, "0", documented,
+            "tests: `1` builds the arm64 fixture (about 11 minutes with qemu-user-static; setup "
+            "installs it) so the arm64 boot test runs; without it that test runs only where the "
+            "fixture is already built"),
+    Setting("KMI_FIXTURE_DEBIAN_MIRROR", None, "http://deb.debian.org/debian", documented,
+            "tests and demo: the Debian mirror the fixture is built from"),
+)  # fmt: skip
+
+
+def load_settings(
+    env: Mapping[str, str] | None = None,
+    root: Path | None = None,
+    overrides: Mapping[str, str] | None = None,
+) -> Settings:
+    """Every setting from the environment (and `overrides`, e.g. `registry=` on doit's
+    command line, by variable name), parsed once; relative paths start at `root` (the cwd).
+    A bad value is one KmiError naming the variable, its value and what is expected."""
+    given = {**(os.environ if env is None else env), **(overrides or {})}
+    reading = Reading(Path.cwd() if root is None else root, given)
+    values: dict[str, Any] = {}
+    for setting in SETTINGS:
+        if setting.attr is None:
+            continue
+        raw = given.get(setting.name)
+        stripped = "" if raw is None else raw.strip()
+        if raw is None or not (stripped or setting.empty_is_a_value):
+            stripped = setting.default
+        try:
+            values[setting.attr] = setting.parse(stripped, reading)
+        except Bad as err:
+            raise KmiError(f"{setting.name}={raw!r}: {err}") from None
+    if bool(values["registry_user"]) != bool(values["registry_password"]):
+        raise KmiError("set both KMI_REGISTRY_USER and KMI_REGISTRY_PASSWORD, or neither")
+    return Settings(**values)
+
+
+def readme_table() -> str:
+    """README.md's settings table, from SETTINGS."""
+    rows = ["| variable | default | meaning |", "| --- | --- | --- |"]
+    for s in SETTINGS:
+        default = f"`{s.default}`" if s.default else "none"
+        rows.append(f"| `{s.name}` | {default} | {s.meaning} |")
+    return "\n".join(rows) + "\n"
+
+
+BEGIN = "<!-- settings table: written by python -m kmi.settings README.md -->\n"
+END = "<!-- end of settings table -->\n"
+
+
+def with_table(readme: str) -> str:
+    """README.md's text with its settings table replaced by the current one."""
+    head, begin, rest = readme.partition(BEGIN)
+    _, end, tail = rest.partition(END)
+    if not begin or not end:
+        raise KmiError(f"README.md: no {BEGIN.strip()} ... {END.strip()} markers")
+    return head + BEGIN + readme_table() + END + tail
+
+
+def main(argv: list[str]) -> int:
+    readme = Path(argv[1] if len(argv) > 1 else "README.md")
+    readme.write_text(with_table(readme.read_text(encoding="utf-8")), encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

@@ -32,6 +32,8 @@ from kmi.errors import KmiError
 from kmi.files import feed
 from kmi.oci import canonical
 from kmi.progress import human
+from kmi.registry_ref import Registry
+from kmi.settings import Settings
 
 MANIFEST = "manifest.json"
 ARTIFACT = "application/vnd.kmi.stage-cache.v1"
@@ -59,34 +61,14 @@ class StageCache(Protocol):
         ...
 
 
-def parse(value: str, insecure: bool = False, env: Mapping[str, str] | None = None) -> StageCache:
-    """KMI_CACHE_URL: a folder (a path or file:///path) or docker://host[:port]/repository."""
-    text = value.strip()
-    if text.startswith("docker://"):
-        from kmi.registry import Client, Registry
+def open_cache(where: Path | Registry, settings: Settings) -> StageCache:
+    """KMI_CACHE_URL, as the settings parsed it: a folder, or a registry repository (its
+    client made as publish makes one)."""
+    if isinstance(where, Path):
+        return DirCache(where)
+    from kmi.registry import client_for
 
-        where = text[len("docker://") :].rstrip("/")
-        try:
-            registry = Registry.parse(where, insecure)
-        except KmiError:
-            raise KmiError(
-                f"KMI_CACHE_URL={value!r}: expected docker://host[:port]/repository with a "
-                "lowercase repository, e.g. docker://ghcr.io/acme/kmi-cache"
-            ) from None
-        if not registry.prefix:
-            raise KmiError(
-                f"KMI_CACHE_URL={value!r}: name the repository after the host, "
-                "e.g. docker://ghcr.io/acme/kmi-cache"
-            )
-        return RegistryCache(Client(registry, env=env), registry.prefix)
-    if text.startswith("file://"):
-        text = text[len("file://") :]
-    if "://" in text:
-        raise KmiError(
-            f"KMI_CACHE_URL={value!r}: give a folder (a path or file:///path) or a registry "
-            "repository (docker://host/repository)"
-        )
-    return DirCache(Path(text).expanduser().resolve())
+    return RegistryCache(client_for(settings, where), where.prefix)
 
 
 def _files(output: Path) -> list[Path]:

@@ -25,13 +25,13 @@ PREFERENCE_ENV = "INSTANCETYPE_KUBEVIRT_IO_DEFAULT_PREFERENCE"
 OCI = "org.opencontainers.image"
 
 
-def created_at(entry: LockEntry, source_date_epoch: str | None) -> tuple[str, int]:
+def created_at(entry: LockEntry, source_date_epoch: int | None) -> tuple[str, int]:
     """The image's creation time: SOURCE_DATE_EPOCH when set, else when the upstream build
     was first found (the lock's `found`): both the same on every machine."""
-    if source_date_epoch:
+    if source_date_epoch is not None:
         try:
-            moment = dt.datetime.fromtimestamp(int(source_date_epoch), dt.UTC)
-        except ValueError:
+            moment = dt.datetime.fromtimestamp(source_date_epoch, dt.UTC)
+        except (ValueError, OverflowError, OSError):
             raise KmiError(
                 f"SOURCE_DATE_EPOCH={source_date_epoch!r}: expected seconds since 1970"
             ) from None
@@ -76,7 +76,7 @@ def image_spec(
     target: Target,
     entry: LockEntry,
     disk_key: str,
-    source_date_epoch: str | None = None,
+    source_date_epoch: int | None = None,
     source_url: str = "",
 ) -> oci.ImageSpec:
     """What the containerdisk of `target` carries besides its disk."""

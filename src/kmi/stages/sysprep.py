@@ -132,9 +132,11 @@ def sysprep(
     host: str,
     env: dict[str, str],
     timeout: float | None = None,
-) -> dict[str, object]:
+) -> tuple[list[str], int]:
     """Make the customized image at `output` from the verified upstream image `source`;
-    each libguestfs tool run is stopped past `timeout` seconds (tools.ToolTimeout)."""
+    each libguestfs tool run is stopped past `timeout` seconds (tools.ToolTimeout).
+    Returns the guest steps left out (the catalogue's choice on a foreign host) and the
+    image's size."""
     skip_guest = skips_guest_steps(target, host)
     c = target.flavor.customize
     work = output.with_name(f".{output.name}.tmp")
@@ -163,4 +165,4 @@ def sysprep(
     finally:
         work.unlink(missing_ok=True)
     skipped = guest_steps(c) if skip_guest else []
-    return {"skipped_guest_steps": skipped, "size": output.stat().st_size}
+    return skipped, output.stat().st_size

@@ -3,19 +3,18 @@
 
 from __future__ import annotations
 
-from kmi.images import images
 from kmi.progress import say
-from kmi.tasks import CTX, TaskDict, build_is_current, guarded, test_passed
+from kmi.tasks.common import CTX, TaskDict, guarded
 
 
 def run_status() -> None:
     targets = list(CTX.targets.values())
     pinned = [t for t in targets if CTX.pinned(t) is not None]
-    built = [t for t in pinned if build_is_current(t.name)]
-    tested = [t for t in built if test_passed(t)]
+    built = [t for t in pinned if CTX.plan.current(t, "build")]
+    tested = [t for t in built if CTX.plan.recorded(t, "test")]
     flavors = len(CTX.catalogue.flavors)
     say(
-        f"kmi: {flavors} flavors, {len(images())} images, {len(targets)} targets: "
+        f"kmi: {flavors} flavors, {len(CTX.images)} images, {len(targets)} targets: "
         f"{len(pinned)} pinned in {CTX.settings.lock_file}, {len(built)} built, "
         f"{len(tested)} boot-tested"
     )

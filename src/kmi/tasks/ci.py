@@ -19,7 +19,7 @@ from kmi.catalogue import Target
 from kmi.errors import KmiError
 from kmi.files import write_if_changed
 from kmi.progress import say
-from kmi.tasks import CTX, TaskDict, build_is_current, guarded, test_passed
+from kmi.tasks.common import CTX, TaskDict, guarded
 
 
 def matrix(targets: Iterable[Target], runners: Mapping[str, str]) -> dict[str, Any]:
@@ -41,7 +41,7 @@ def matrix(targets: Iterable[Target], runners: Mapping[str, str]) -> dict[str, A
 
 def is_stale(target: Target) -> bool:
     """Its containerdisk or its boot test is not current in this build folder."""
-    return not (build_is_current(target.name) and test_passed(target))
+    return not (CTX.plan.current(target, "build") and CTX.plan.recorded(target, "test"))
 
 
 def run_ci_matrix(only: str) -> None:

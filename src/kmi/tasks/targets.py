@@ -1,0 +1,276 @@
+"""The per-target task families, in pipeline order: discover (per flavor), download,
+checksum, sysprep, sparsify, build, test. Each action takes its keys from the plan and calls
+a stage; whether a task is up to date is the plan's one rule (kmi.plan.Plan.needed)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TypeVar
+
+from kmi import receipts
+from kmi.catalogue import Target
+from kmi.errors import KmiError
+from kmi.progress import say
+from kmi.stages import boottest
+from kmi.stages import sparsify as sparsify_stage
+from kmi.stages import sysprep as sysprep_stage
+from kmi.stages.checksum import verify_cached
+from kmi.stages.download import download
+from kmi.tasks.common import CTX, TaskDict, guarded, loaded, per_target
+
+Made = TypeVar("Made")
+
+
+# --- discover ---------------------------------------------------------------------------
+
+
+def task_discover() -> Iterator[TaskDict]:
+    """Refresh the lock: newest signature-verified build of every target (network)."""
+    for flavor in loaded().catalogue.flavors:
+        yield {
+            "name": flavor.name,
+            "doc": f"refresh the lock entries of {flavor.name}",
+            "actions": [(guarded(run_discover), [flavor.name])],
+            "uptodate": [False],
+            "verbosity": 2,
+        }
+
+
+def run_discover(flavor_name: str) -> None:
+    from kmi import discover
+
+    flavor = CTX.catalogue.flavor(flavor_name)
+    failures = discover.discover_flavor(CTX.http, CTX.settings.lock_file, flavor, say)
+    if failures:
+        raise KmiError("\n".join(failures))
+
+
+# --- download and checksum ------------------------------------------------------------------
+
+
+def _image_check(target: Target, signature_url: str) -> Callable[[Path], str] | None:
+    """For upstreams that sign the image itself: a check run on the downloaded bytes."""
+    if not signature_url:
+        return None
+
+    def check(path: Path) -> str:
+        from kmi import discover
+
+        rings = discover.KeyringCache()
+        try:
+            return rings.detached(target, path, CTX.http.content(signature_url))
+        finally:
+            rings.close()
+
+    return check
+
+
+def run_download(target: Target) -> None:
+    from kmi import discover
+
+    discover.refuse_unsigned(CTX.http, target)
+    entry = CTX.discover_unpinned(target)  # network, when the lock lacks the target
+    keys = CTX.plan.keys(target)
+    assert keys is not None  # pinned now
+    name, compression = target.name, target.flavor.upstream.compression
+    check = _image_check(target, entry.image_signature_url)
+    fetched = download(CTX.http, CTX.paths, name, entry, compression, CTX.settings.progress, check)
+    how = f"fetched {fetched.transferred} bytes" if fetched.transferred else "in the cache"
+    say(f"{name}: {entry.release} {how}, {entry.digest[:19]}… verified")
+    made = receipts.Download(
+        key=keys.download,
+        target=name,
+        url=entry.url,
+        digest=entry.digest,
+        release=entry.release,
+        image=str(fetched.image),
+        signed_by=fetched.image_signed_by or entry.signed_by,
+    )
+    receipts.write(CTX.paths.receipt(name, "download"), made)
+
+
+def task_download() -> Iterator[TaskDict]:
+    """Fetch each target's pinned upstream image, verified while it streams, into cache/."""
+    yield from per_target("download", run_download)
+
+
+def run_checksum(target: Target) -> None:
+    name = target.name
+    keys = CTX.plan.keys(target)
+    if keys is None:
+        raise KmiError(f"{name}: not pinned in the lock; run: doit download:{name}")
+    compression = target.flavor.upstream.compression
+    checked = verify_cached(CTX.paths, name, keys.entry, compression)
+    say(f"{name}: {checked} cached bytes match {keys.entry.digest[:19]}…")
+    made = receipts.Checksum(
+        key=keys.checksum, target=name, digest=keys.entry.digest, bytes=checked
+    )
+    receipts.write(CTX.paths.receipt(name, "checksum"), made)
+
+
+def task_checksum() -> Iterator[TaskDict]:
+    """Prove each target's cached bytes still match the digest pinned in the lock."""
+    yield from per_target("checksum", run_checksum, needs="download")
+
+
+# --- sysprep and sparsify -------------------------------------------------------------------
+
+
+def once_more_on_timeout(name: str, log: Path, make: Callable[[], Made]) -> Made:
+    """A libguestfs appliance under TCG now and then hangs for good ("Examining the
+    guest ..."); a tool run past KMI_GUESTFS_TIMEOUT is stopped with its appliance and the
+    stage tried once more from its input. The first try's log is kept beside the log."""
+    from kmi.tools import ToolTimeout
+
+    try:
+        return make()
+    except ToolTimeout as err:
+        kept = log.with_name(f"{log.stem}.timed-out{log.suffix}")
+        with contextlib.suppress(FileNotFoundError):
+            os.replace(log, kept)
+        first = str(err).splitlines()[0]
+        say(f"{name}: {first}; trying once more (the first try's log: {kept})")
+        return make()
+
+
+def run_sysprep(target: Target) -> None:
+    name = target.name
+    keys = CTX.plan.keys(target)
+    if keys is None:
+        raise KmiError(f"{name}: not downloaded and verified; run: doit checksum:{name}")
+    if keys.sysprep is None:
+        CTX.tool_versions()  # raises, naming the missing tool
+        raise KmiError(f"{name}: cannot key the sysprep stage; run: doit checksum:{name}")
+    source = CTX.paths.image(keys.entry.digest, target.flavor.upstream.compression)
+    output = CTX.paths.sysprep_image(name)
+    if CTX.restored(name, receipts.Sysprep, keys.sysprep, output):
+        return
+    host = CTX.plan.host
+    try:
+        sysprep_stage.skips_guest_steps(target, host)  # the arch error, before any work
+    except KmiError as err:
+        cache = CTX.stage_cache
+        if cache is None:
+            raise
+        missing = cache.where("sysprep", keys.sysprep)
+        raise KmiError(f"{err}; the stage cache has no {missing}") from None
+    log = CTX.paths.log(name, "sysprep")
+    say(f"{name}: customizing (log: {log})")
+    limit, env = CTX.settings.guestfs_timeout, CTX.libguestfs_env
+    skipped, size = once_more_on_timeout(
+        name, log, lambda: sysprep_stage.sysprep(target, source, output, log, host, env, limit)
+    )
+    if skipped:
+        say(f"{name}: guest steps left out as the catalogue says: {skipped}")
+    say(f"{name}: upstream {source.stat().st_size} bytes -> sysprep {size} bytes")
+    done = receipts.Sysprep(key=keys.sysprep, target=name, size=size, skipped_guest_steps=skipped)
+    CTX.finish(name, done, output)
+
+
+def task_sysprep() -> Iterator[TaskDict]:
+    """Customize each image: packages, commands, files, SELinux relabel, then sysprep."""
+
+    def outputs(target: Target) -> list[Path]:
+        return [CTX.paths.sysprep_image(target.name), CTX.paths.log(target.name, "sysprep")]
+
+    yield from per_target("sysprep", run_sysprep, needs="checksum", clean=outputs)
+
+
+def run_sparsify(target: Target) -> None:
+    name = target.name
+    key = CTX.plan.key(target, "sparsify")
+    if key is None:
+        raise KmiError(f"{name}: no customized image; run: doit sysprep:{name}")
+    disk = CTX.paths.disk(name)
+    if CTX.restored(name, receipts.Sparsify, key, disk):
+        return
+    log = CTX.paths.log(name, "sparsify")
+    limit, env = CTX.settings.guestfs_timeout, CTX.libguestfs_env
+    source = CTX.paths.sysprep_image(name)
+    made = once_more_on_timeout(
+        name, log, lambda: sparsify_stage.sparsify(source, disk, log, env, limit)
+    )
+    say(
+        f"{name}: sysprep {made['sysprep_size']} bytes -> final {made['final_size']} bytes ({disk})"
+    )
+    done = receipts.Sparsify(
+        key=key, target=name, sysprep_size=made["sysprep_size"], final_size=made["final_size"]
+    )
+    CTX.finish(name, done, disk)
+
+
+def task_sparsify() -> Iterator[TaskDict]:
+    """Make each final disk.qcow2: unused space zeroed, compressed, checked, compared."""
+
+    def outputs(target: Target) -> list[Path]:
+        return [CTX.paths.disk(target.name), CTX.paths.log(target.name, "sparsify")]
+
+    yield from per_target("sparsify", run_sparsify, needs="sysprep", clean=outputs)
+
+
+# --- build (the per-arch containerdisk) ---------------------------------------------------
+
+
+def run_build(target: Target) -> None:
+    from kmi import discover
+
+    discover.refuse_unsigned(CTX.http, target)  # a disk from a cache or another job
+    CTX.engine.build(target)
+
+
+def task_build() -> Iterator[TaskDict]:
+    """Pack each final disk as its per-arch containerdisk (an OCI layout, no daemon; with
+    KMI_ENGINE=buildx, BuildKit pushes it by digest)."""
+
+    def outputs(target: Target) -> list[Path]:
+        name = target.name
+        build = CTX.paths.build / name
+        return [
+            CTX.paths.layout(name),
+            CTX.paths.bake_context(name),
+            build / "docker-bake.json",
+            build / "bake-metadata.json",
+        ]
+
+    yield from per_target("build", run_build, needs="sparsify", clean=outputs)
+
+
+# --- test (the boot test) ----------------------------------------------------------------
+
+
+def run_test(target: Target) -> None:
+    name = target.name
+    key = CTX.plan.key(target, "test")
+    disk = CTX.paths.disk(name)
+    if key is None or not disk.exists():
+        raise KmiError(f"{name}: no final disk; run: doit sparsify:{name}")
+    arch = str(target.arch)
+    options = boottest.Options(
+        CTX.accel_for(arch), CTX.settings.test_timeout(arch), CTX.settings.test_memory
+    )
+    logs = CTX.paths.log(name, "test").parent
+    report = boottest.boot_test(target, disk, logs, options, say)
+    boottest.write_results(report, logs / "test-checks.json")
+    CTX.results_entry(report.to_json(), "tests")
+    if report.failed is not None:
+        raise KmiError(boottest.failure_message(report, logs / "test-console.log"))
+    say(
+        f"{name}: passed boot, cloud-init, agent and ssh in {report.seconds:.0f} s "
+        f"({options.accel})"
+    )
+    made = receipts.Test.from_json({**report.to_json(), "key": key})
+    assert made is not None  # the report's own shape
+    receipts.write(CTX.paths.receipt(name, "test"), made)
+
+
+def task_test() -> Iterator[TaskDict]:
+    """Boot each final disk in QEMU: cloud-init, guest agent and SSH checks."""
+
+    def outputs(target: Target) -> list[Path]:
+        logs = CTX.paths.log(target.name, "test").parent
+        return [logs / "test-checks.json", logs / "test-console.log"]
+
+    yield from per_target("test", run_test, needs="sparsify", clean=outputs)
