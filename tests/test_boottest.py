@@ -7,10 +7,12 @@ from __future__ import annotations
 import dataclasses
 import os
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
 
+from kmi import tools
 from kmi.catalogue import Arch, Flavor, Target, load_flavor, targets_of
 from kmi.demo import fixture as fixture_image
 from kmi.errors import KmiError
@@ -259,3 +261,28 @@ def test_the_arm64_fixture_boots_to_every_check_under_qemu_system_aarch64(
     assert argv.startswith("$ /usr/bin/qemu-system-aarch64 -name kmi-boot-test -machine virt ")
     assert "-bios /usr/share/qemu-efi-aarch64/QEMU_EFI.fd" in argv
     assert _running_qemus(tmp_path) == []
+
+
+def test_ask_returns_what_a_probe_said_and_gives_up_at_its_deadline(tmp_path: Path) -> None:
+    shell = tools.Tool("sh", "dash", "dash", "to run a probe")
+    said = tools.ask(shell, ["-c", "echo up; echo 'no route' >&2; exit 255"], 10)
+    assert said == tools.Answer(255, "up\n", "no route\n")
+    started = time.monotonic()
+    assert tools.ask(shell, ["-c", "sleep 30"], 1).code is None
+    assert time.monotonic() - started < 10
+
+
+def test_a_spawned_tool_is_stopped_and_waited_for(tmp_path: Path) -> None:
+    shell = tools.Tool("sh", "dash", "dash", "to run a guest stand-in")
+    log = tmp_path / "out.log"
+    with tools.spawn(shell, ["-c", "echo started; exec sleep 300"], log) as running:
+        while b"started" not in log.read_bytes():
+            time.sleep(0.05)
+        assert running.exit_code() is None
+        pid = running.running.pid
+    assert running.exit_code() is not None
+    assert not Path(f"/proc/{pid}").exists()
+    with tools.spawn(shell, ["-c", "exit 7"], log) as done:
+        while done.exit_code() is None:
+            time.sleep(0.05)
+        assert done.exit_code() == 7

@@ -85,7 +85,7 @@ def test_sigterm_is_an_interrupt(tmp_path: Path) -> None:
     cleanup runs (temp outputs removed, the tool's group killed) instead of a bare exit."""
     mark = f"KMI_KILL_TEST={uuid.uuid4()}"
     env = {**os.environ, mark.split("=")[0]: mark.split("=")[1], "KMI_CACHE_DIR": str(tmp_path)}
-    script = "from kmi.tasks import doit_config\ndoit_config()\n" + CHILD
+    script = "from kmi.tasks.config import doit_config\ndoit_config()\n" + CHILD
     parent = subprocess.Popen(
         [sys.executable, "-c", script, "600"],
         env=env,

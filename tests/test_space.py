@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from kmi.catalogue import Arch, load_catalogue, targets_of
+from kmi.accel import choose, libguestfs_env
+from kmi.catalogue import Arch, load_catalogue, load_flavor, targets_of
+from kmi.demo import fixture as fixture_image
+from kmi.demo.upstreams import SigningKey
 from kmi.errors import KmiError
 from kmi.stages import space
 from kmi.stages.sparsify import sparsify
@@ -74,3 +78,46 @@ def test_sparsify_on_a_full_disk_is_refused_before_any_tool_runs(
     with pytest.raises(KmiError, match=r"free, but sparsify of .* may need 40\.\d MiB"):
         sparsify(source, small / "disk.qcow2", small / "sparsify.log", {})
     assert list(small.iterdir()) == []
+
+
+def test_a_disk_that_fills_up_during_sysprep_stops_the_appliance_and_says_so(
+    tmp_path: Path, gpg_key: SigningKey, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pre-check passed (here: skipped), then the guest's package install fills the
+    filesystem: QEMU pauses the appliance on ENOSPC, and kmi stops it within seconds with
+    one line naming the folder, instead of waiting for KMI_GUESTFS_TIMEOUT."""
+    made = fixture_image.fixture()
+    catalogue = tmp_path / "distros"
+    catalogue.mkdir()
+    flavor, problems = load_flavor(fixture_image.add_flavor(catalogue, made, gpg_key))
+    assert flavor is not None, problems
+    target = targets_of(flavor)[0]
+    source = made / "fixture.qcow2"
+    copied = tmp_path / "copied.qcow2"  # how much room the converted image takes
+    run("qemu-img", "convert", "-O", "qcow2", str(source), str(copied))
+    room = space.allocated(copied) + (6 << 20)  # 6 MiB left for the package install
+    copied.unlink()
+    folder = tmp_path / "full"
+    folder.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={room}", "tmpfs", str(folder)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    monkeypatch.setattr(space, "require", lambda folder, need, what: None)
+    chosen, _ = choose("auto", tmp_path / "accel.json")
+    log = tmp_path / "sysprep.log"
+    started = time.monotonic()
+    try:
+        with pytest.raises(KmiError) as err:
+            sysprep(
+                target, source, folder / "sysprep.qcow2", log, "amd64", libguestfs_env(chosen), 900
+            )
+        took = time.monotonic() - started
+        message = str(err.value)
+        assert message.startswith(f"{folder}: the filesystem filled up ("), message
+        assert "free space there, or set KMI_BUILD_DIR" in message
+        assert took < 300  # not the 900 s deadline
+        assert list(folder.iterdir()) == []  # nothing half-made is left
+    finally:
+        subprocess.run(["umount", str(folder)], check=False)

@@ -21,6 +21,8 @@ from kmi.lock import read_lock
 from kmi.stagecache import DirCache
 from tests.conftest import REPO, Project
 
+TARGET = "debian-12-amd64"
+
 
 def cached_blobs(project: Project) -> list[Path]:
     return sorted(p for p in (project.work / "cache" / "downloads").rglob("*") if p.is_file())
@@ -415,3 +417,40 @@ def test_a_bare_doit_starts_nothing_heavy_and_says_what_to_run(
         == "next: doit discover (find and pin the newest verified upstream builds; network)"
     )
     assert mirror.settled() == []  # not one upstream request
+
+
+def test_a_bad_setting_stops_doit_before_any_task(project: Project, mirror: MirrorServer) -> None:
+    for args, env, said in (
+        (("publish", "registry=Bad Registry!"), {}, "ERROR: registry='Bad Registry!': expected"),
+        (("publish", "--registry=Bad Registry!"), {}, "publish --registry='Bad Registry!': "),
+        (("build",), {"KMI_REGISTRY": "https://quay.io/x"}, "KMI_REGISTRY='https://quay.io/x':"),
+        (("list",), {"SOURCE_DATE_EPOCH": "yesterday"}, "SOURCE_DATE_EPOCH='yesterday': expected"),
+        (("checksum",), {"KMI_CACHE_URL": "oci://x/y"}, "KMI_CACHE_URL='oci://x/y': give a"),
+    ):
+        run = project.doit(*args, **env)
+        assert run.code == 3, run.out
+        assert run.ran() == set() and said in run.out, run.out
+        assert "Traceback" not in run.out and len(run.out.strip().splitlines()) == 1, run.out
+    assert mirror.settled() == []
+
+
+def test_publish_documents_its_parameters(project: Project) -> None:
+    run = project.doit("help", "publish")
+    assert run.code == 0
+    assert "--registry=ARG" in run.out and "instead of KMI_REGISTRY" in run.out
+
+
+def test_clean_removes_a_stage_outputs_never_the_download_cache(
+    project: Project, upstreams: Upstreams
+) -> None:
+    debian(upstreams)
+    assert project.doit("discover:debian").code == 0
+    assert project.doit(f"checksum:{TARGET}").code == 0
+    build = project.work / "build" / TARGET
+    assert (build / "checksum.json").exists() and (build / "download.json").exists()
+    cleaned = project.doit("clean", f"checksum:{TARGET}", f"download:{TARGET}")
+    assert cleaned.code == 0, cleaned.out
+    assert not (build / "checksum.json").exists() and not (build / "download.json").exists()
+    assert len(cached_blobs(project)) == 1  # the verified upstream bytes stay
+    again = project.doit(f"checksum:{TARGET}")
+    assert again.code == 0 and f"{TARGET}: 20241004-1894 in the cache" in again.out

@@ -11,9 +11,8 @@ from __future__ import annotations
 import json
 import os
 import platform
-import select
 import shutil
-import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -68,28 +67,20 @@ def probe_kvm() -> tuple[bool, str]:
         "-append",
         f"console={console} panic=-1",
     ]
-    # Not tools.run: the probe must read the console as it comes and stop QEMU early.
     from kmi import tools  # sh: only when a probe runs, not when doit loads tasks
 
-    proc = subprocess.Popen(
-        argv,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        preexec_fn=tools.die_with_parent(),
-    )
-    assert proc.stdout is not None
+    # the console is read as it comes (from QEMU's log), and QEMU stopped as soon as it spoke
     seen, deadline = b"", time.monotonic() + PROBE_SECONDS
-    try:
-        while time.monotonic() < deadline and b"Linux version" not in seen:
-            ready, _, _ = select.select([proc.stdout], [], [], 0.2)
-            if ready:
-                chunk = os.read(proc.stdout.fileno(), 4096)
-                if not chunk:
+    with tempfile.TemporaryDirectory(prefix="kmi-kvm-") as folder:
+        log = Path(folder) / "console.log"
+        tool = tools.Tool(qemu, str(command), str(command), "to probe KVM")
+        with tools.spawn(tool, argv[1:], log) as running:
+            while time.monotonic() < deadline and b"Linux version" not in seen:
+                time.sleep(0.2)
+                seen = log.read_bytes()
+                if running.exit_code() is not None:
+                    seen = log.read_bytes()
                     break
-                seen += chunk
-    finally:
-        proc.kill()
-        proc.wait()
     if b"Linux version" in seen:
         return True, "a kernel booted under KVM"
     return False, f"QEMU with KVM did not boot a kernel within {PROBE_SECONDS:.0f} s"

@@ -1,6 +1,6 @@
 """What one run shares: the settings (parsed once), the catalogue, the lock, the plan, the
 engine, and the things made on first use (HTTP, the stage cache, tool versions, the
-accelerator). No doit here; kmi.tasks holds one Context for the doit process.
+accelerator). No doit here; kmi.tasks.common holds one Context for the doit process.
 
 Loading is cheap (YAML, the lock; no network, no hashing, no tool probing), so `doit list`
 stays instant. Only `discover_unpinned` reaches the network, and says so in its name.
@@ -38,6 +38,7 @@ class Context:
 
     def __init__(self, overrides: Mapping[str, str] | None = None) -> None:
         self.overrides = dict(overrides or {})
+        self.labels: dict[str, str] = {}  # how the user named an override (`--registry`)
         self._lock: tuple[tuple[int, int], Lock] | None = None
         self._plan: tuple[tuple[int, int] | None, Plan] | None = None
         self._build_lock: IO[str] | None = None
@@ -46,12 +47,12 @@ class Context:
 
     @cached_property
     def settings(self) -> Settings:
-        return load_settings(overrides=self.overrides)
+        return load_settings(overrides=self.overrides, labels=self.labels)
 
-    def override(self, name: str, value: str) -> None:
+    def override(self, name: str, value: str, label: str) -> None:
         """A setting given on doit's command line (`--registry=...`): parsed and checked as
         the environment's are; what was derived from the settings is made again."""
-        self.overrides[name] = value
+        self.overrides[name], self.labels[name] = value, label
         for derived in ("settings", "paths", "engine", "stage_cache", "http"):
             self.__dict__.pop(derived, None)
         self._plan = None

@@ -12,7 +12,7 @@ import base64
 import json
 import os
 import re
-import subprocess
+import shutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,15 +82,15 @@ def _from_entry(entry: object, where: str) -> Credentials | None:
 
 
 def _helper(name: str, host: str, where: str) -> Credentials | None:
+    from kmi import tools  # sh: only when a helper is named
+
     program = f"docker-credential-{name}"
-    try:
-        done = subprocess.run([program, "get"], input=host, capture_output=True, text=True)
-    except FileNotFoundError:
-        raise KmiError(
-            f"{where} names the credential helper {program}, which is not installed"
-        ) from None
-    if done.returncode != 0:
-        return None  # the helper has nothing for this host
+    if shutil.which(program) is None:
+        raise KmiError(f"{where} names the credential helper {program}, which is not installed")
+    helper = tools.Tool(program, program, program, f"(named in {where})")
+    done = tools.ask(helper, ["get"], 60.0, host.encode())
+    if done.code != 0:
+        return None  # the helper has nothing for this host (or did not answer)
     try:
         data = json.loads(done.stdout)
         return Credentials(data["Username"], data["Secret"], f"{program} via {where}")

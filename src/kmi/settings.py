@@ -346,10 +346,12 @@ def load_settings(
     env: Mapping[str, str] | None = None,
     root: Path | None = None,
     overrides: Mapping[str, str] | None = None,
+    labels: Mapping[str, str] | None = None,
 ) -> Settings:
     """Every setting from the environment (and `overrides`, e.g. `registry=` on doit's
     command line, by variable name), parsed once; relative paths start at `root` (the cwd).
-    A bad value is one KmiError naming the variable, its value and what is expected."""
+    A bad value is one KmiError naming the variable (or its `labels` name, as the user
+    typed it), its value and what is expected."""
     given = {**(os.environ if env is None else env), **(overrides or {})}
     reading = Reading(Path.cwd() if root is None else root, given)
     values: dict[str, Any] = {}
@@ -363,7 +365,8 @@ def load_settings(
         try:
             values[setting.attr] = setting.parse(stripped, reading)
         except Bad as err:
-            raise KmiError(f"{setting.name}={raw!r}: {err}") from None
+            label = (labels or {}).get(setting.name, setting.name)
+            raise KmiError(f"{label}={raw!r}: {err}") from None
     if bool(values["registry_user"]) != bool(values["registry_password"]):
         raise KmiError("set both KMI_REGISTRY_USER and KMI_REGISTRY_PASSWORD, or neither")
     return Settings(**values)

@@ -15,10 +15,11 @@ import shlex
 import shutil
 import signal
 import threading
-from collections.abc import Callable, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import sh
 
@@ -26,6 +27,7 @@ from kmi.errors import KmiError
 from kmi.files import write_if_changed
 
 LOG_TAIL_LINES = 20
+Buffer = bytes | bytearray | memoryview
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,7 @@ VIRT_SYSPREP = Tool(
 VIRT_SPARSIFY = Tool(
     "virt-sparsify", "libguestfs-tools", "guestfs-tools", "to zero unused space in images"
 )
+ZSTD = Tool("zstd", "zstd", "zstd", "for zstd layers (opt-in)")
 GUESTFISH = Tool("guestfish", "libguestfs-tools", "guestfs-tools", "to inspect guest images")
 
 
@@ -85,7 +88,36 @@ class ToolTimeout(KmiError):
     """A tool ran past its deadline and was stopped."""
 
 
-def _run_with_deadline(
+MAX_SECONDS = 1e9  # no deadline
+FULL_BELOW = 4 << 20  # bytes free under which a filesystem counts as full
+POLL_SECONDS = 2.0
+
+
+def _full(folder: Path | None) -> bool:
+    if folder is None:
+        return False
+    try:
+        return shutil.disk_usage(folder).free < FULL_BELOW
+    except OSError:
+        return False
+
+
+def _command(argv: list[str], **options: Any) -> sh.RunningCommand:
+    """Every tool kmi runs starts here: on pipes, never a pseudo-terminal (no colour codes
+    in logs, as under CI), and killed with kmi whatever signal kills kmi."""
+    running: sh.RunningCommand = sh.Command(argv[0])(
+        *argv[1:], _tty_out=False, _preexec_fn=die_with_parent(), _return_cmd=True, **options
+    )
+    return running
+
+
+def _start(argv: list[str], **options: Any) -> sh.RunningCommand:
+    """A tool started in the background, in its own process group (so that all it starts
+    can be killed at once)."""
+    return _command(argv, _bg=True, _bg_exc=False, _new_group=True, **options)
+
+
+def _run_watched(
     argv: list[str],
     env: dict[str, str] | None,
     stdin: bytes | None,
@@ -93,36 +125,38 @@ def _run_with_deadline(
     out: Callable[[str], None],
     err: Callable[[str], None],
     timeout: float,
-) -> tuple[int, bool]:
-    """(exit code, timed out): the tool in its own process group, all of it killed past
-    the deadline or when kmi itself is interrupted."""
-    running: sh.RunningCommand = sh.Command(argv[0])(
-        *argv[1:],
-        _env=env,
-        _in=stdin,
-        _ok_code=list(ok_codes),
-        _out=out,
-        _err=err,
-        _bg=True,
-        _bg_exc=False,
-        _new_group=True,
-        _tty_out=False,
-        _preexec_fn=die_with_parent(),
-        _return_cmd=True,
-    )
-    fired = threading.Event()
+    space: Path | None,
+) -> tuple[int, str]:
+    """(exit code, why it was stopped: "", "timeout" or "full"): the tool in its own process
+    group, all of it killed past the deadline, when the filesystem of `space` stays full
+    (QEMU pauses an appliance whose write hits ENOSPC: without this, a hang), or when kmi
+    itself is interrupted."""
+    running = _start(argv, _env=env, _in=stdin, _ok_code=list(ok_codes), _out=out, _err=err)
+    reason: list[str] = []
+    done = threading.Event()
 
-    def stop() -> None:
-        fired.set()
-        _kill_group(running)
+    def watch() -> None:
+        deadline, full_since = time.monotonic() + timeout, None
+        while not done.wait(POLL_SECONDS):
+            if _full(space):
+                full_since = full_since or time.monotonic()
+                if time.monotonic() - full_since >= 2 * POLL_SECONDS:  # full, and staying so
+                    reason.append("full")
+            else:
+                full_since = None
+            if time.monotonic() >= deadline:
+                reason.append("timeout")
+            if reason:
+                _kill_group(running)
+                return
 
-    timer = threading.Timer(timeout, stop)
-    timer.start()
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
     try:
         running.wait()
     except sh.ErrorReturnCode:
-        if fired.is_set():
-            return -9, True
+        if reason:
+            return -9, reason[0]
         raise
     except BaseException:
         _kill_group(running)
@@ -130,8 +164,8 @@ def _run_with_deadline(
             running.wait()
         raise
     finally:
-        timer.cancel()
-    return int(running.exit_code), False
+        done.set()
+    return int(running.exit_code), ""
 
 
 def _kill_group(running: sh.RunningCommand) -> None:
@@ -161,11 +195,14 @@ def run(
     ok_codes: Sequence[int] = (0,),
     log: Path | None = None,
     timeout: float | None = None,
+    space: Path | None = None,
 ) -> Result:
     """Run `tool` with `args`; an exit code outside `ok_codes` is a KmiError that shows the
     command, its exit code and the last lines of its output (and the log's path). With a
     `timeout`, the tool runs in its own process group, and past the deadline the whole group
-    (a libguestfs appliance included) is killed: a ToolTimeout."""
+    (a libguestfs appliance included) is killed: a ToolTimeout. With `space`, the folder the
+    tool writes to: when its filesystem fills up, the tool is stopped (or its failure
+    explained) with a KmiError that says so, naming the folder."""
     argv = [tool.path(), *args]
     full_env = {**os.environ, **env} if env is not None else None
     out: list[str] = []
@@ -186,24 +223,22 @@ def run(
 
         return collect
 
-    timed_out = False
+    stopped = ""
     try:
-        if timeout is None:
-            done = sh.Command(argv[0])(
-                *argv[1:],
+        if timeout is None and space is None:
+            done = _command(
+                argv,
                 _env=full_env,
                 _in=stdin,
                 _ok_code=list(ok_codes),
                 _out=tee(out),
                 _err=tee(err),
-                _tty_out=False,  # a pipe, as a tool sees under CI: no colour codes in logs
-                _preexec_fn=die_with_parent(),
-                _return_cmd=True,
             )
             code = done.exit_code
         else:
-            code, timed_out = _run_with_deadline(
-                argv, full_env, stdin, ok_codes, tee(out), tee(err), timeout
+            limit = MAX_SECONDS if timeout is None else timeout
+            code, stopped = _run_watched(
+                argv, full_env, stdin, ok_codes, tee(out), tee(err), limit, space
             )
     except sh.ErrorReturnCode as failure:
         code = failure.exit_code
@@ -211,10 +246,22 @@ def run(
         if handle is not None:
             handle.close()
     result = Result(code, "".join(out), "".join(err))
+    if stopped == "" and code not in ok_codes and _full(space):
+        stopped = "full"  # it failed on the full filesystem (ENOSPC) rather than pausing
     if log is not None:
         with log.open("a", encoding="utf-8") as tail:
-            tail.write(f"[stopped after {timeout:.0f} s]\n" if timed_out else f"[exit {code}]\n")
-    if timed_out:
+            tail.write(f"[exit {code}]\n" if not stopped else f"[stopped: {stopped}]\n")
+    if stopped == "full":
+        assert space is not None
+        free = shutil.disk_usage(space).free
+        where = f"; log: {log}" if log else ""
+        raise KmiError(
+            f"{space}: the filesystem filled up ({free} bytes free) while {tool.command} ran, "
+            f"and it was stopped{where}; free space there, or set KMI_BUILD_DIR to a folder on "
+            "a larger disk"
+        )
+    if stopped == "timeout":
+        assert timeout is not None
         where = f"; log: {log}" if log else ""
         raise ToolTimeout(
             f"{shlex.join(argv)} ran past its {timeout:.0f} s deadline and was stopped with "
@@ -253,3 +300,79 @@ def versions(tools: Sequence[Tool], memo: Path) -> dict[str, str]:
         found[tool.command] = cache[stamp]
     write_if_changed(memo, json.dumps(cache, indent=1, sort_keys=True) + "\n")
     return found
+
+
+ANY_EXIT = list(range(-64, 256))  # exit codes and signals: the caller judges them
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What a short command said; `code` None when it did not finish within its time."""
+
+    code: int | None
+    stdout: str
+    stderr: str
+
+
+def ask(tool: Tool, args: Sequence[str], timeout: float, stdin: bytes = b"") -> Answer:
+    """Run a short command whose failure is an answer, not an error (the boot test's SSH
+    probe, a credential helper): any exit code is returned; past `timeout` it is killed and
+    the code is None."""
+    argv = [tool.path(), *args]
+    try:
+        done = _command(argv, _in=stdin, _ok_code=ANY_EXIT, _timeout=timeout)
+    except sh.TimeoutException:
+        return Answer(None, "", "")
+    stdout, stderr = done.stdout, done.stderr  # bytes, whatever the tool wrote
+    return Answer(
+        int(done.exit_code), stdout.decode("utf-8", "replace"), stderr.decode("utf-8", "replace")
+    )
+
+
+class Spawned:
+    """A long-running tool (QEMU) started by `spawn`."""
+
+    def __init__(self, running: sh.RunningCommand) -> None:
+        self.running = running
+
+    def exit_code(self) -> int | None:
+        """None while it runs; a negative number when a signal ended it."""
+        alive, code = self.running.process.is_alive()
+        return None if alive else int(code or 0)
+
+    def stop(self, grace: float = 10.0) -> None:
+        """SIGTERM, then after `grace` seconds SIGKILL to its whole group; waited for."""
+        if self.exit_code() is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.running.process.terminate()
+            try:
+                self.running.wait(timeout=grace)
+            except sh.TimeoutException:
+                _kill_group(self.running)
+        self.running.wait()
+
+
+@contextlib.contextmanager
+def spawn(tool: Tool, args: Sequence[str], log: Path) -> Iterator[Spawned]:
+    """Start `tool` in the background, in its own process group, its output appended to
+    `log`, and killed with kmi (die_with_parent); stopped and waited for on leaving."""
+    argv = [tool.path(), *args]
+    with log.open("ab") as out:
+        spawned = Spawned(_start(argv, _in=b"", _out=out, _err_to_out=True, _ok_code=ANY_EXIT))
+        try:
+            yield spawned
+        finally:
+            spawned.stop()
+
+
+def pipe(tool: Tool, args: Sequence[str], chunks: Iterable[Buffer], out: IO[bytes]) -> None:
+    """Stream `chunks` through `tool` (a filter such as zstd) into `out`; a KmiError with
+    its exit code and message when it fails."""
+    argv = [tool.path(), *args]
+    try:
+        _command(argv, _in=iter(chunks), _out=out)
+    except sh.ErrorReturnCode as failure:
+        said = failure.stderr.decode("utf-8", "replace").strip()
+        raise KmiError(
+            f"{shlex.join(argv)} failed with exit code {failure.exit_code}: {said}"
+        ) from None

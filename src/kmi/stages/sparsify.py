@@ -31,20 +31,19 @@ def sparsify(
     space.require(output.parent, 2 * space.allocated(source), f"sparsify of {source}")
     log.unlink(missing_ok=True)
     try:
-        qcow2 = ["-f", "qcow2"]
-        tools.run(
-            tools.QEMU_IMG, ["convert", *qcow2, "-O", "qcow2", str(source), str(work)], log=log
-        )
+        qcow2, here = ["-f", "qcow2"], output.parent  # where a full disk is watched for
+        convert = ["convert", *qcow2, "-O", "qcow2", str(source), str(work)]
+        tools.run(tools.QEMU_IMG, convert, log=log, space=here)
         tools.run(
             tools.VIRT_SPARSIFY,
             ["--in-place", "--format", "qcow2", str(work)],
             env=env,
             log=log,
             timeout=timeout,
+            space=here,
         )
-        tools.run(
-            tools.QEMU_IMG, ["convert", *qcow2, "-c", "-O", "qcow2", str(work), str(done)], log=log
-        )
+        compress = ["convert", *qcow2, "-c", "-O", "qcow2", str(work), str(done)]
+        tools.run(tools.QEMU_IMG, compress, log=log, space=here)
         tools.run(tools.QEMU_IMG, ["check", *qcow2, str(done)], log=log)
         tools.run(
             tools.QEMU_IMG,

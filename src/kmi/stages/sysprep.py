@@ -8,6 +8,7 @@ a temp copy and renames it into place only when every step succeeded.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import os
 from pathlib import Path
@@ -145,22 +146,19 @@ def sysprep(
     space.require(work.parent, need, f"sysprep of {target.name}")
     log.unlink(missing_ok=True)
     try:
-        tools.run(tools.QEMU_IMG, ["convert", "-O", "qcow2", str(source), str(work)], log=log)
+        here = work.parent  # where a full disk is watched for
+        convert = ["convert", "-O", "qcow2", str(source), str(work)]
+        tools.run(tools.QEMU_IMG, convert, log=log, space=here)
         if c.grow:
             tools.run(tools.QEMU_IMG, ["resize", str(work), c.grow], log=log)
+        guestfs = functools.partial(tools.run, env=env, log=log, timeout=timeout, space=here)
         args = customize_args(target, work, skip_guest)
         if args:
-            tools.run(tools.VIRT_CUSTOMIZE, args, env=env, log=log, timeout=timeout)
+            guestfs(tools.VIRT_CUSTOMIZE, args)
         for script in c.scripts:
             path = target.flavor.source.parent / script
-            tools.run(
-                tools.Tool(str(path), "-", "-", "as a catalogue script"),
-                [str(work)],
-                env=env,
-                log=log,
-                timeout=timeout,
-            )
-        tools.run(tools.VIRT_SYSPREP, sysprep_args(target, work), env=env, log=log, timeout=timeout)
+            guestfs(tools.Tool(str(path), "-", "-", "as a catalogue script"), [str(work)])
+        guestfs(tools.VIRT_SYSPREP, sysprep_args(target, work))
         os.replace(work, output)
     finally:
         work.unlink(missing_ok=True)

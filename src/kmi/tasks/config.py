@@ -83,7 +83,7 @@ def _registry_variable() -> None:
 
     given = (get_var("registry", None) or "").strip()
     if given:
-        CTX.overrides["KMI_REGISTRY"] = given
+        CTX.overrides["KMI_REGISTRY"], CTX.labels["KMI_REGISTRY"] = given, "registry"
 
 
 def doit_config() -> dict[str, Any]:

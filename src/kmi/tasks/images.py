@@ -158,11 +158,11 @@ def task_publish(registry: str = "") -> Iterator[TaskDict]:
     """Push each image to KMI_REGISTRY (or --registry): blobs, manifests, index, tags."""
     if registry.strip():
         try:
-            CTX.override("KMI_REGISTRY", registry.strip())
+            CTX.override("KMI_REGISTRY", registry.strip(), "publish --registry")
         except KmiError as err:
             from doit.exceptions import InvalidCommand
 
-            raise InvalidCommand(f"publish --registry: {err}") from None
+            raise InvalidCommand(str(err)) from None
     for image, targets in images().items():
         needed = _needed(targets)
         gated = publishing.gated(targets[0].flavor, CTX.settings)
