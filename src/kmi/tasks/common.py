@@ -22,11 +22,15 @@ CTX = Context()
 def loaded() -> Context:
     """The context with its catalogue, lock and settings read; a problem in any of them
     stops doit before any task, with the problem's own lines."""
-    try:
-        CTX.settings  # noqa: B018 - parsed now, so a bad setting stops the load
-        CTX.targets  # noqa: B018
-    except KmiError as err:
-        raise InvalidDodoFile(str(err)) from None
+    for what, load in (
+        ("", lambda: CTX.settings),
+        ("the catalogue has problems:\n", lambda: CTX.catalogue),
+        ("the lock file has problems:\n", lambda: CTX.targets),
+    ):
+        try:
+            load()
+        except KmiError as err:
+            raise InvalidDodoFile(f"{what}{err}") from None
     return CTX
 
 
