@@ -198,8 +198,7 @@ class Buildx:
         registry = self.ctx.settings.registry
         if registry is None:
             return None
-        where = f"{registry.host}/{registry.repository(target.flavor.name)}"
-        return where, registry.scheme == "http"
+        return publishing.repository_of(self.ctx, target.flavor.name), registry.scheme == "http"
 
     def build_key(self, target: Target, native_key: str) -> str | None:
         destination = self.destination(target)

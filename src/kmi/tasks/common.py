@@ -3,8 +3,10 @@ the shape of a per-target task."""
 
 from __future__ import annotations
 
+import shutil
 import sys
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 from doit.exceptions import InvalidDodoFile, TaskFailed
@@ -117,9 +119,6 @@ def per_target(
 def remove(paths: list[Any]) -> None:
     """doit clean: the receipt first (so a half-removed output never counts as done), then
     the outputs, files or folders."""
-    import shutil
-    from pathlib import Path
-
     for path in map(Path, paths):
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path)
