@@ -19,6 +19,7 @@ import json
 import os
 import shutil
 import struct
+import subprocess
 import tarfile
 import zlib
 from collections.abc import Callable, Iterator, Mapping
@@ -254,18 +255,20 @@ def _zstd(
 ) -> None:
     """zstd (opt-in): the zstd program, all cores, level 3; runtimes older than containerd
     1.5 / Docker 23 cannot pull it."""
-    from kmi import tools  # sh: only when a zstd layer is packed
-
-    def pieces() -> Iterator[bytes | bytearray | memoryview]:
+    if shutil.which("zstd") is None:
+        raise KmiError("zstd layers need the zstd program (Debian/Fedora package: zstd)")
+    proc = subprocess.Popen(["zstd", "-q", "-3", "-T0", "-c"], stdin=subprocess.PIPE, stdout=out)
+    assert proc.stdin is not None
+    try:
         for piece in tar_stream(disk, mtime):
             diff.update(piece)
+            proc.stdin.write(piece)
             advance(len(piece))
-            yield piece
-
-    try:
-        tools.pipe(tools.ZSTD, ["-q", "-3", "-T0", "-c"], pieces(), out)
-    except KmiError as err:
-        raise KmiError(f"packing {disk}: {err}") from None
+    finally:
+        proc.stdin.close()
+        code = proc.wait()
+    if code != 0:
+        raise KmiError(f"zstd failed with exit code {code} while packing {disk}")
 
 
 # --- configs, manifests, layouts -----------------------------------------------------------

@@ -16,7 +16,7 @@ import shutil
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -27,7 +27,6 @@ from kmi.errors import KmiError
 from kmi.files import write_if_changed
 
 LOG_TAIL_LINES = 20
-Buffer = bytes | bytearray | memoryview
 
 
 @dataclass(frozen=True)
@@ -61,7 +60,6 @@ VIRT_SYSPREP = Tool(
 VIRT_SPARSIFY = Tool(
     "virt-sparsify", "libguestfs-tools", "guestfs-tools", "to zero unused space in images"
 )
-ZSTD = Tool("zstd", "zstd", "zstd", "for zstd layers (opt-in)")
 GUESTFISH = Tool("guestfish", "libguestfs-tools", "guestfs-tools", "to inspect guest images")
 
 
@@ -363,16 +361,3 @@ def spawn(tool: Tool, args: Sequence[str], log: Path) -> Iterator[Spawned]:
             yield spawned
         finally:
             spawned.stop()
-
-
-def pipe(tool: Tool, args: Sequence[str], chunks: Iterable[Buffer], out: IO[bytes]) -> None:
-    """Stream `chunks` through `tool` (a filter such as zstd) into `out`; a KmiError with
-    its exit code and message when it fails."""
-    argv = [tool.path(), *args]
-    try:
-        _command(argv, _in=iter(chunks), _out=out)
-    except sh.ErrorReturnCode as failure:
-        said = failure.stderr.decode("utf-8", "replace").strip()
-        raise KmiError(
-            f"{shlex.join(argv)} failed with exit code {failure.exit_code}: {said}"
-        ) from None
