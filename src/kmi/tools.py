@@ -166,6 +166,15 @@ def _run_watched(
     return int(running.exit_code), ""
 
 
+def _last_log_line(code: int, stopped: str, timeout: float | None) -> str:
+    """The log's last line: how the tool ended."""
+    if stopped == "timeout":
+        return f"[stopped after {timeout:.0f} s]\n"
+    if stopped == "full":
+        return "[stopped: the filesystem filled up]\n"
+    return f"[exit {code}]\n"
+
+
 def _kill_group(running: sh.RunningCommand) -> None:
     """SIGKILL to the tool's process group: the tool and everything it started."""
     with contextlib.suppress(ProcessLookupError):
@@ -248,7 +257,7 @@ def run(
         stopped = "full"  # it failed on the full filesystem (ENOSPC) rather than pausing
     if log is not None:
         with log.open("a", encoding="utf-8") as tail:
-            tail.write(f"[exit {code}]\n" if not stopped else f"[stopped: {stopped}]\n")
+            tail.write(_last_log_line(code, stopped, timeout))
     if stopped == "full":
         assert space is not None
         free = shutil.disk_usage(space).free
