@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Build the arm64 stand-in for an upstream cloud image on any host: Debian bookworm for
-# arm64 (systemd, cloud-init, openssh-server, qemu-guest-agent, the cloud kernel) on a GPT
-# qcow2 with an EFI system partition booted by systemd-boot, as UEFI firmware
-# (qemu-efi-aarch64) boots it.
+# arm64 (systemd, cloud-init, openssh-server, the cloud kernel; deliberately *without*
+# qemu-guest-agent, as the amd64 fixture) on a GPT qcow2 with an EFI system partition booted
+# by systemd-boot, as UEFI firmware (qemu-efi-aarch64) boots it, plus a local apt repository
+# holding the arm64 qemu-guest-agent and tree with exactly the packages the image lacks for
+# them: on an amd64 host, sysprep installs the agent by booting the image under emulation.
 #
-#   scripts/fixture-image-arm64.sh OUTDIR      -> OUTDIR/fixture.qcow2
+#   scripts/fixture-image-arm64.sh OUTDIR      -> OUTDIR/fixture.qcow2, OUTDIR/repo/
 #
-# Unlike the amd64 fixture it carries qemu-guest-agent already: the sysprep stage cannot
-# install packages into an arm64 guest on an amd64 host, and the boot test needs the agent.
 # Needs root, debootstrap, qemu-user-static with binfmt_misc (arm64 programs run in the
 # chroot through it), libguestfs-tools (guestfish), qemu-utils and Debian's package mirror.
 # kmi.demo.fixture caches the result keyed by the hash of this file.
@@ -50,10 +50,10 @@ mount --bind /dev "$root/dev"
 mount --bind /dev/pts "$root/dev/pts"
 printf 'deb %s %s main\n' "$mirror" "$suite" >"$root/etc/apt/sources.list"
 in_root apt-get -qq update
-echo "fixture-arm64: kernel, cloud-init, openssh-server, qemu-guest-agent, systemd-boot"
+echo "fixture-arm64: kernel, cloud-init, openssh-server, systemd-boot"
 in_root apt-get -qq install -y --no-install-recommends \
     linux-image-cloud-arm64 initramfs-tools cloud-init openssh-server netbase ifupdown \
-    isc-dhcp-client sudo e2fsprogs qemu-guest-agent systemd-boot-efi >"$work/install.log" 2>&1 \
+    isc-dhcp-client sudo e2fsprogs systemd-boot-efi >"$work/install.log" 2>&1 \
     || { tail -40 "$work/install.log"; exit 1; }
 
 echo "kmi-fixture" >"$root/etc/hostname"
@@ -63,6 +63,16 @@ printf 'source /etc/network/interfaces.d/*\nauto lo\niface lo inet loopback\n' \
     >"$root/etc/network/interfaces"
 printf 'datasource_list: [ NoCloud, None ]\nlocale: C.UTF-8\n' \
     >"$root/etc/cloud/cloud.cfg.d/90-kmi-fixture.cfg"
+# A machine identity, as a careless image would carry: sysprep must remove it.
+systemd-machine-id-setup --root="$root" >/dev/null
+
+echo "fixture-arm64: local apt repository (qemu-guest-agent, tree and what they need)"
+in_root apt-get clean
+in_root apt-get -qq install --download-only --no-install-recommends -y qemu-guest-agent tree
+rm -rf "$out.tmp"
+mkdir -p "$out.tmp/repo"
+mv "$root"/var/cache/apt/archives/*.deb "$out.tmp/repo/"
+(cd "$out.tmp/repo" && apt-ftparchive packages . >Packages)
 in_root apt-get clean
 rm -rf "$root"/var/lib/apt/lists/* "$root$interpreter"
 kernel=$(cd "$root/boot" && ls vmlinuz-* | tail -1)
@@ -98,10 +108,8 @@ guestfish -N "$work/disk.img=disk:2G" -- \
     upload "$esp/loader/loader.conf" /boot/efi/loader/loader.conf : \
     upload "$esp/loader/entries/debian.conf" /boot/efi/loader/entries/debian.conf : \
     umount-all
-rm -rf "$out.tmp"
-mkdir -p "$out.tmp"
 qemu-img convert -c -O qcow2 "$work/disk.img" "$out.tmp/fixture.qcow2"
 
 rm -rf "$out"
 mv "$out.tmp" "$out"
-echo "fixture-arm64: $out/fixture.qcow2 ($(du -h "$out/fixture.qcow2" | cut -f1))"
+echo "fixture-arm64: $out/fixture.qcow2 ($(du -h "$out/fixture.qcow2" | cut -f1)), $(ls "$out/repo" | grep -c '\.deb$') packages in $out/repo"

@@ -89,3 +89,17 @@ def test_receipts_read_back_typed_or_not_at_all(tmp_path: Path) -> None:
     path.write_text('{"key": "k", "image": "x-1", "digest": 1, "arches": [], "annotations": {}}')
     assert receipts.read(path, receipts.Manifest) is None  # a digest that is not a string
     assert receipts.key_of(path) == "k"
+
+
+def test_the_keys_are_the_same_on_every_host(ctx: Context) -> None:
+    """A target customized natively on an arm64 machine and by emulation on this one share
+    their cache entries: no key names the host or the way it customizes."""
+    from kmi.plan import Plan
+
+    arm = ctx.targets["debian-12-arm64"]
+    here = ctx.plan.keys(arm)
+    elsewhere = Plan(
+        ctx.settings, ctx.paths, ctx.plan.lock, ctx.tool_versions, "arm64", ctx.plan.engine
+    ).keys(arm)
+    assert here is not None and here.sysprep is not None
+    assert here == elsewhere

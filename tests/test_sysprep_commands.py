@@ -60,7 +60,6 @@ def test_fedora_command_lines_are_pinned(tmp_path: Path, fake_tools: Path) -> No
         Path("/cache/upstream.qcow2"),
         out,
         tmp_path / "sysprep.log",
-        "amd64",
         {"LIBGUESTFS_BACKEND": "direct"},
     )
     calls = fake_tools.read_text().replace(str(tmp_path), "<tmp>")
@@ -77,7 +76,6 @@ def test_nothing_to_customize_runs_only_sysprep(tmp_path: Path, fake_tools: Path
         Path("/u.qcow2"),
         tmp_path / "s.qcow2",
         tmp_path / "l.log",
-        "amd64",
         {},
     )
     assert [line.split()[0] for line in fake_tools.read_text().splitlines()] == [
@@ -86,15 +84,48 @@ def test_nothing_to_customize_runs_only_sysprep(tmp_path: Path, fake_tools: Path
     ]
 
 
-def test_foreign_arch_with_guest_steps_fails_at_once() -> None:
-    fedora = target("fedora", "44", Arch.ARM64)
+def test_the_way_to_customize_follows_the_arches_and_the_setting() -> None:
+    arm, amd = target("fedora", "44", Arch.ARM64), target("fedora", "44", Arch.AMD64)
+    assert stage.way_to_customize(amd, "amd64", "auto") == (
+        "native",
+        "libguestfs on this amd64 host",
+    )
+    assert stage.way_to_customize(arm, "amd64", "auto")[0] == "emulated"
+    assert stage.way_to_customize(amd, "amd64", "emulated") == (
+        "emulated",
+        "KMI_CUSTOMIZE=emulated",
+    )
+    bare = dataclasses.replace(arm.flavor, customize=Customize(selinux_relabel=True))
+    assert stage.way_to_customize(Target(bare, arm.version, Arch.ARM64), "amd64", "auto") == (
+        "native",
+        "no step runs a guest program",
+    )
     with pytest.raises(KmiError) as err:
-        stage.skips_guest_steps(fedora, "amd64")
+        stage.way_to_customize(arm, "amd64", "native")
     assert str(err.value) == (
-        "fedora-44-arm64: sysprep runs guest programs (packages, services, selinux_relabel), "
-        "which needs an arm64 host and this one is amd64; build it on an arm64 machine (with "
-        "KMI_CACHE_URL set, this one restores it from there), or add arm64 to "
-        f"customize.without_guest_steps in {REPO}/distros/fedora.yaml"
+        "fedora-44-arm64: KMI_CUSTOMIZE=native, but sysprep runs guest programs (packages, "
+        "services), which libguestfs can only run on an arm64 host and this one is amd64; "
+        "unset KMI_CUSTOMIZE to customize by emulation"
+    )
+
+
+def test_a_foreign_arch_that_cannot_be_emulated_names_what_is_missing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from kmi.stages.boottest import machine
+
+    arm = target("fedora", "44", Arch.ARM64)
+    monkeypatch.setitem(machine.MACHINES, "arm64", dataclasses.replace(
+        machine.MACHINES["arm64"], firmware=("/nonexistent/QEMU_EFI.fd",)
+    ))  # fmt: skip
+    with pytest.raises(KmiError) as err:
+        stage.way_to_customize(arm, "amd64", "auto")
+    assert str(err.value) == (
+        "fedora-44-arm64: sysprep runs guest programs (packages, services), which this amd64 "
+        "host can only run by booting the arm64 image under emulation, and that cannot be done "
+        "here: no UEFI firmware for arm64 guests (looked for /nonexistent/QEMU_EFI.fd); install "
+        "qemu-efi-aarch64 (Debian/Ubuntu) or edk2-aarch64 (Fedora); or build it on an arm64 "
+        "machine (with KMI_CACHE_URL set, this one restores it from there)"
     )
 
 
@@ -103,9 +134,32 @@ def test_guest_steps_left_out_only_where_the_catalogue_says(tmp_path: Path) -> N
     customize = dataclasses.replace(fedora.flavor.customize, without_guest_steps=(Arch.ARM64,))
     flavor = dataclasses.replace(fedora.flavor, customize=customize)
     arm = Target(flavor, fedora.version, Arch.ARM64)
-    assert stage.skips_guest_steps(arm, "amd64") is True
-    assert stage.skips_guest_steps(Target(flavor, fedora.version, Arch.AMD64), "amd64") is False
-    assert stage.customize_args(arm, tmp_path / "i.qcow2", skip_guest=True) == []
+    assert stage.skips_guest_steps(arm) is True
+    assert stage.skips_guest_steps(Target(flavor, fedora.version, Arch.AMD64)) is False
+    assert stage.way_to_customize(arm, "amd64", "native")[0] == "native"
+    image = tmp_path / "i.qcow2"
+    head = ["--format", "qcow2", "--add", str(image), "--no-network", "--smp", "2"]
+    # SELinux relabelling is the host's (libguestfs), so it stays
+    assert stage.customize_args(arm, image, skip_guest=True) == [
+        *head,
+        *("--memsize", "2048", "--selinux-relabel"),
+    ]
+
+
+def test_an_emulated_build_splits_the_host_steps_around_the_boot(tmp_path: Path) -> None:
+    fedora, image = fedora_like(), tmp_path / "i.qcow2"
+    head = ["--format", "qcow2", "--add", str(image), "--no-network", "--smp", "2"]
+    head += ["--memsize", "2048"]
+    assert stage.customize_args(fedora, image, False, "before") == [
+        *head,
+        *("--mkdir", "/etc/dnf/dnf.conf.d"),
+        *("--write", "/etc/dnf/dnf.conf.d/kmi.conf:install_weak_deps=False\n"),
+        *("--chmod", "0644:/etc/dnf/dnf.conf.d/kmi.conf"),
+    ]
+    assert stage.customize_args(fedora, image, False, "after") == [
+        *head,
+        *("--firstboot-command", "growpart /dev/vda 1", "--selinux-relabel"),
+    ]
 
 
 def test_missing_tool_names_its_package(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -347,7 +347,11 @@ class Customize:
     services: tuple[str, ...] = field(default=(), metadata=_doc("systemd units to enable"))
     selinux_relabel: bool = field(default=False, metadata=_doc("relabel SELinux contexts"))
     network: bool = field(
-        default=False, metadata=_doc("give the libguestfs appliance a network while customizing")
+        default=False,
+        metadata=_doc(
+            "give the guest steps a network (the libguestfs appliance's, or the emulated "
+            "guest's user-mode network)"
+        ),
     )
     scripts: tuple[str, ...] = field(
         default=(),
@@ -359,8 +363,8 @@ class Customize:
     without_guest_steps: tuple[Arch, ...] = field(
         default=(),
         metadata=_doc(
-            "arches built on other hosts with the steps that run guest programs turned off "
-            "(update, packages, commands, services, post_commands, selinux_relabel)"
+            "arches whose builds leave out the steps that run guest programs (update, "
+            "packages, commands, services, post_commands), on every host"
         ),
     )
 

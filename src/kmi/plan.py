@@ -114,15 +114,6 @@ class Plan:
         every = self._tool_versions()
         return {t.command: every[t.command] for t in tools}
 
-    def sysprep_host(self, target: Target) -> str:
-        """The arch whose build this host's sysprep key names: its own, or (for guest
-        programs it cannot run) the target's, what such a machine adds to the stage cache."""
-        try:
-            sysprep_stage.skips_guest_steps(target, self.host)
-        except KmiError:
-            return str(target.arch)
-        return self.host
-
     def _compute(self, target: Target) -> TargetKeys | None:
         entry = self.pinned(target)
         if entry is None:
@@ -131,7 +122,7 @@ class Plan:
         ckey = checksum_key(entry, dkey)
         try:
             versions = self._versions(sysprep_stage.TOOLS)
-            skey = sysprep_stage.sysprep_key(target, ckey, versions, self.sysprep_host(target))
+            skey = sysprep_stage.sysprep_key(target, ckey, versions)
             disk = sparsify_stage.sparsify_key(skey, self._versions(sparsify_stage.TOOLS))
         except KmiError:  # a tool or a host file is missing: the action says which
             return TargetKeys(entry, dkey, ckey)

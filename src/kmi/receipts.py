@@ -105,6 +105,7 @@ class Sysprep(Receipt):
     target: str
     size: int
     skipped_guest_steps: list[str] = field(default_factory=list)
+    customized: str = "native"  # or "emulated": how the guest steps ran
 
 
 @dataclass(frozen=True, kw_only=True)

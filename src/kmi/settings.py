@@ -53,6 +53,7 @@ class Settings:
     source_date_epoch: int | None = None
     test_timeouts: tuple[tuple[str, float], ...] = DEFAULT_TEST_TIMEOUTS
     guestfs_timeout: float = 3600.0
+    customize: str = "auto"  # "auto", "native" or "emulated"
     test_memory: int = 2048
     untested_tiers: frozenset[str] = frozenset({"preview"})
     docs_dir: Path = Path("docs/images")
@@ -310,6 +311,11 @@ SETTINGS: tuple[Setting, ...] = (
             "catalogue script) may take; past it the tool and its appliance are killed and the "
             "stage is tried once more from its input (a libguestfs appliance under TCG now and "
             "then hangs for good); the first try's log is kept as `<stage>.timed-out.log`"),
+    Setting("KMI_CUSTOMIZE", "customize", "auto", choice("auto", "native", "emulated"),
+            "how `sysprep` runs the steps that execute guest programs (packages, commands, ...): "
+            "`native` with libguestfs (needs a host of the target's arch), `emulated` by booting "
+            "the image under `qemu-system-<arch>`; `auto`: native where the arches match, "
+            "emulated where they differ. The deadline is `KMI_GUESTFS_TIMEOUT`"),
     Setting("KMI_TEST_MEMORY", "test_memory", "2048", whole,
             "MiB of memory of the boot-test guest"),
     Setting("KMI_UNTESTED_TIERS", "untested_tiers", "preview", tiers,

@@ -24,7 +24,8 @@ from kmi.files import exclusive
 
 REPO = Path(__file__).resolve().parents[3]
 SCRIPT = REPO / "scripts" / "fixture-image.sh"
-# arm64: built with qemu-user-static, booted by UEFI, with the guest agent already inside
+# arm64: built with qemu-user-static, booted by UEFI; on an amd64 host its sysprep installs
+# the guest agent by booting it under qemu-system-aarch64
 SCRIPTS = {"amd64": SCRIPT, "arm64": REPO / "scripts" / "fixture-image-arm64.sh"}
 HOST = "https://fixture.kmi.invalid/images"  # .invalid: never a real upstream
 RELEASE = "20260101"
@@ -40,7 +41,7 @@ versions:
   - version: "12"
     name: bookworm
 upstream:
-  arches: {{amd64: amd64}}
+  arches: {{{arches}}}
   discovery:
     kind: listing
     index: {host}/{{version}}/
@@ -125,21 +126,36 @@ def served(work: Path) -> Iterator[dict[str, str]]:
         key.close()
 
 
-def publish(upstreams: Upstreams, built: Path) -> Image:
-    """Serve the fixture in the mirror tree as an upstream build, checksummed and signed."""
-    url = f"{HOST}/12/kmi-fixture-12-{RELEASE}-amd64.qcow2"
+def publish(upstreams: Upstreams, built: Path, arch: str = "amd64") -> Image:
+    """Serve the fixture of `arch` in the mirror tree as an upstream build, checksummed and
+    signed (the checksum file lists every arch published so far)."""
+    url = f"{HOST}/12/kmi-fixture-12-{RELEASE}-{arch}.qcow2"
     image = Image(url, (built / "fixture.qcow2").read_bytes())
     upstreams.put(url, image.data)
-    sums = f"{image.hexdigest()}  {image.name}\n".encode()
-    upstreams.put(f"{image.dir}/SHA256SUMS", sums)
+    sums_url = f"{image.dir}/SHA256SUMS"
+    listed = upstreams.root / sums_url.split("://", 1)[1]
+    sums = listed.read_bytes() if listed.exists() else b""
+    sums += f"{image.hexdigest()}  {image.name}\n".encode()
+    upstreams.put(sums_url, sums)
     upstreams.put(f"{image.dir}/SHA256SUMS.asc", upstreams.key.detach_sign(sums))
     return image
 
 
-def add_flavor(catalogue: Path, built: Path, key: SigningKey) -> Path:
-    """Write the fixture flavor (and its local apt repository) into a copied catalogue."""
-    shutil.rmtree(catalogue / "fixture-repo", ignore_errors=True)
-    shutil.copytree(built / "repo", catalogue / "fixture-repo")
+def add_flavor(catalogue: Path, built: Path, key: SigningKey, arm64: Path | None = None) -> Path:
+    """Write the fixture flavor (and its local apt repository) into a copied catalogue; with
+    `arm64` (that fixture's folder), for arm64 too, the repository holding both arches'
+    packages (apt takes the guest's own)."""
+    repo = catalogue / "fixture-repo"
+    shutil.rmtree(repo, ignore_errors=True)
+    shutil.copytree(built / "repo", repo)
+    arches = "amd64: amd64"
+    if arm64 is not None:
+        for deb in (arm64 / "repo").glob("*.deb"):
+            shutil.copy2(deb, repo / deb.name)
+        packages = (built / "repo" / "Packages").read_text()
+        packages += "\n" + (arm64 / "repo" / "Packages").read_text()
+        (repo / "Packages").write_text(packages.replace("\n\n\n", "\n\n"))
+        arches += ", arm64: arm64"
     path = catalogue / "fixture.yaml"
-    path.write_text(FLAVOR.format(host=HOST, fingerprint=key.fingerprint))
+    path.write_text(FLAVOR.format(host=HOST, fingerprint=key.fingerprint, arches=arches))
     return path

@@ -17,32 +17,57 @@ from kmi import tools
 from kmi.catalogue import Customize, Target
 from kmi.errors import KmiError
 from kmi.keys import stage_key
-from kmi.stages import space
+from kmi.stages import emulated, space
 
 STAGE_VERSION = "1"
 TOOLS = (tools.QEMU_IMG, tools.VIRT_CUSTOMIZE, tools.VIRT_SYSPREP)
-GUEST_STEPS = ("update", "packages", "commands", "services", "post_commands", "selinux_relabel")
+# Steps that execute guest programs. SELinux relabelling is not one: libguestfs relabels
+# from the host (setfiles in its appliance, or /.autorelabel for the first boot where the
+# appliance has no setfiles), whatever the guest's arch.
+GUEST_STEPS = ("update", "packages", "commands", "services", "post_commands")
+WAYS = ("native", "emulated")
+SLOWDOWN = "several times slower than native"  # measured: bench/emulated.py
 
 
 def guest_steps(customize: Customize) -> list[str]:
-    """The configured steps that execute guest programs (so need a host of the guest's arch)."""
+    """The configured steps that execute guest programs."""
     return [step for step in GUEST_STEPS if getattr(customize, step)]
 
 
-def skips_guest_steps(target: Target, host: str) -> bool:
-    """Whether this build leaves the guest-program steps out (declared in the catalogue);
-    a KmiError when they are needed and this host cannot run them."""
-    steps = guest_steps(target.flavor.customize)
-    if not steps or target.arch == host:
-        return False
-    if target.arch in target.flavor.customize.without_guest_steps:
-        return True
-    raise KmiError(
-        f"{target.name}: sysprep runs guest programs ({', '.join(steps)}), which needs an "
-        f"{target.arch} host and this one is {host}; build it on an {target.arch} machine (with "
-        f"KMI_CACHE_URL set, this one restores it from there), or add {target.arch} to "
-        f"customize.without_guest_steps in {target.flavor.source}"
-    )
+def skips_guest_steps(target: Target) -> bool:
+    """Whether this target's builds leave the guest-program steps out (the catalogue's
+    `without_guest_steps`): the same answer on every host."""
+    c = target.flavor.customize
+    return bool(guest_steps(c)) and target.arch in c.without_guest_steps
+
+
+def way_to_customize(target: Target, host: str, setting: str) -> tuple[str, str]:
+    """("native" or "emulated", why): libguestfs on the host when the arches match or no
+    guest program runs; booting the image under emulation otherwise, or when KMI_CUSTOMIZE
+    says so. A KmiError when the way needed cannot be taken here, naming what is missing."""
+    steps = [] if skips_guest_steps(target) else guest_steps(target.flavor.customize)
+    arch = str(target.arch)
+    if not steps:
+        return "native", "no step runs a guest program"
+    if setting == "native" or (setting == "auto" and arch == host):
+        if arch != host:
+            raise KmiError(
+                f"{target.name}: KMI_CUSTOMIZE=native, but sysprep runs guest programs "
+                f"({', '.join(steps)}), which libguestfs can only run on an {arch} host and "
+                f"this one is {host}; unset KMI_CUSTOMIZE to customize by emulation"
+            )
+        return "native", f"libguestfs on this {host} host"
+    missing = emulated.available(arch)
+    if missing is not None:
+        raise KmiError(
+            f"{target.name}: sysprep runs guest programs ({', '.join(steps)}), which this "
+            f"{host} host can only run by booting the {arch} image under emulation, and that "
+            f"cannot be done here: {missing}; or build it on an {arch} machine (with "
+            f"KMI_CACHE_URL set, this one restores it from there)"
+        )
+    if setting == "emulated":
+        return "emulated", "KMI_CUSTOMIZE=emulated"
+    return "emulated", f"an {arch} guest on an {host} host: booted under emulation ({SLOWDOWN})"
 
 
 def _digest_of(path: Path) -> str:
@@ -65,37 +90,43 @@ def _host_files(target: Target) -> dict[str, str]:
     return {name: _digest_of(base / name) for name in named}
 
 
-def sysprep_key(target: Target, input_key: str, versions: dict[str, str], host: str) -> str:
+def sysprep_key(target: Target, input_key: str, versions: dict[str, str]) -> str:
     """Everything that shapes the customized image: the flavor's customize and sysprep
-    settings, the files they bring from the host, the tools' versions, the input's key."""
+    settings, the files they bring from the host, the tools' versions, the input's key.
+    Not the host, nor the way it customizes: a native and an emulated build of the same
+    inputs share a cache entry (the receipt says which way it was made)."""
     config = {
         "customize": dataclasses.asdict(target.flavor.customize),
         "operations": list(target.flavor.sysprep.operations),
         "host_files": _host_files(target),
         "arch": str(target.arch),
-        "guest_steps_skipped": skips_guest_steps(target, host),
+        "guest_steps_skipped": skips_guest_steps(target),
     }
     return stage_key("sysprep", config, {**versions, "kmi-sysprep": STAGE_VERSION}, [input_key])
 
 
-def customize_args(target: Target, image: Path, skip_guest: bool) -> list[str]:
-    """virt-customize's arguments, in the catalogue's documented order; [] if nothing to do."""
+def customize_args(target: Target, image: Path, skip_guest: bool, part: str = "all") -> list[str]:
+    """virt-customize's arguments, in the catalogue's documented order; [] if nothing to do.
+    `part`: "all" (a native build), or the host's share of an emulated one: "before" the
+    boot (copy_in, files) or "after" it (firstboot_commands, selinux_relabel)."""
     c = target.flavor.customize
     base = target.flavor.source.parent
+    guest = part == "all" and not skip_guest
     steps: list[str] = []
-    for item in c.copy_in:
-        steps += ["--copy-in", f"{base / item.source}:{item.dest}"]
-    for spec in c.files:
-        parent = spec.path.rsplit("/", 1)[0] or "/"
-        steps += [
-            "--mkdir",
-            parent,
-            "--write",
-            f"{spec.path}:{spec.content}",
-            "--chmod",
-            f"{spec.mode}:{spec.path}",
-        ]
-    if not skip_guest:
+    if part in ("all", "before"):
+        for item in c.copy_in:
+            steps += ["--copy-in", f"{base / item.source}:{item.dest}"]
+        for spec in c.files:
+            parent = spec.path.rsplit("/", 1)[0] or "/"
+            steps += [
+                "--mkdir",
+                parent,
+                "--write",
+                f"{spec.path}:{spec.content}",
+                "--chmod",
+                f"{spec.mode}:{spec.path}",
+            ]
+    if guest:
         if c.update:
             steps += ["--update"]
         if c.packages:
@@ -104,17 +135,18 @@ def customize_args(target: Target, image: Path, skip_guest: bool) -> list[str]:
             steps += ["--run-command", command]
         for service in c.services:
             steps += ["--run-command", f"systemctl enable {service}"]
-    for command in c.firstboot_commands:
-        steps += ["--firstboot-command", command]
-    if not skip_guest:
+    if part in ("all", "after"):
+        for command in c.firstboot_commands:
+            steps += ["--firstboot-command", command]
+    if guest:
         for command in c.post_commands:
             steps += ["--run-command", command]
-    if not steps and not (c.selinux_relabel and not skip_guest):
+    relabel = c.selinux_relabel and part in ("all", "after")
+    if not steps and not relabel:
         return []
-    network = "--network" if c.network and not skip_guest else "--no-network"
+    network = "--network" if c.network and guest else "--no-network"
     head = ["--format", "qcow2", "--add", str(image), network, "--smp", "2", "--memsize", "2048"]
-    tail = ["--selinux-relabel"] if c.selinux_relabel and not skip_guest else []
-    return head + steps + tail
+    return head + steps + (["--selinux-relabel"] if relabel else [])
 
 
 def sysprep_args(target: Target, image: Path) -> list[str]:
@@ -130,15 +162,16 @@ def sysprep(
     source: Path,
     output: Path,
     log: Path,
-    host: str,
     env: dict[str, str],
     timeout: float | None = None,
+    boot: emulated.Boot | None = None,
 ) -> tuple[list[str], int]:
     """Make the customized image at `output` from the verified upstream image `source`;
-    each libguestfs tool run is stopped past `timeout` seconds (tools.ToolTimeout).
-    Returns the guest steps left out (the catalogue's choice on a foreign host) and the
-    image's size."""
-    skip_guest = skips_guest_steps(target, host)
+    each libguestfs tool run is stopped past `timeout` seconds (tools.ToolTimeout). With
+    `boot`, the guest steps run by booting the image under emulation, the host's steps
+    before and after the boot in the catalogue's order. Returns the guest steps left out
+    (the catalogue's `without_guest_steps`) and the image's size."""
+    skip_guest = skips_guest_steps(target)
     c = target.flavor.customize
     work = output.with_name(f".{output.name}.tmp")
     # the customized copy can grow to the disk's (grown) virtual size, never beyond
@@ -152,9 +185,13 @@ def sysprep(
         if c.grow:
             tools.run(tools.QEMU_IMG, ["resize", str(work), c.grow], log=log)
         guestfs = functools.partial(tools.run, env=env, log=log, timeout=timeout, space=here)
-        args = customize_args(target, work, skip_guest)
-        if args:
-            guestfs(tools.VIRT_CUSTOMIZE, args)
+        parts = ["all"] if boot is None or skip_guest else ["before", "after"]
+        for part in parts:
+            if part == "after" and boot is not None:
+                emulated.customize(target, work, log, env, boot)
+            args = customize_args(target, work, skip_guest, part)
+            if args:
+                guestfs(tools.VIRT_CUSTOMIZE, args)
         for script in c.scripts:
             path = target.flavor.source.parent / script
             guestfs(tools.Tool(str(path), "-", "-", "as a catalogue script"), [str(work)])

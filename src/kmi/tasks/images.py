@@ -14,13 +14,13 @@ from kmi.errors import KmiError
 from kmi.files import write_if_changed
 from kmi.progress import say
 from kmi.stages import bake as bake_stage
-from kmi.stages.sysprep import skips_guest_steps
+from kmi.stages.sysprep import way_to_customize
 from kmi.tasks.common import CTX, TaskDict, guarded, images, remove, unknown_requested
 
 
 def buildable_here(target: Target) -> bool:
     try:
-        skips_guest_steps(target, CTX.plan.host)
+        way_to_customize(target, CTX.plan.host, CTX.settings.customize)
     except KmiError:
         return False
     return True

@@ -14,7 +14,7 @@ from kmi import receipts
 from kmi.catalogue import Target
 from kmi.errors import KmiError
 from kmi.progress import say
-from kmi.stages import boottest
+from kmi.stages import boottest, emulated
 from kmi.stages import sparsify as sparsify_stage
 from kmi.stages import sysprep as sysprep_stage
 from kmi.stages.checksum import verify_cached
@@ -148,9 +148,8 @@ def run_sysprep(target: Target) -> None:
     output = CTX.paths.sysprep_image(name)
     if CTX.restored(name, receipts.Sysprep, keys.sysprep, output):
         return
-    host = CTX.plan.host
-    try:
-        sysprep_stage.skips_guest_steps(target, host)  # the arch error, before any work
+    try:  # the way it customizes, or why it cannot here: before any work
+        way, why = sysprep_stage.way_to_customize(target, CTX.plan.host, CTX.settings.customize)
     except KmiError as err:
         cache = CTX.stage_cache
         if cache is None:
@@ -158,15 +157,21 @@ def run_sysprep(target: Target) -> None:
         missing = cache.where("sysprep", keys.sysprep)
         raise KmiError(f"{err}; the stage cache has no {missing}") from None
     log = CTX.paths.log(name, "sysprep")
-    say(f"{name}: customizing (log: {log})")
+    say(f"{name}: customizing, {way}: {why} (log: {log})")
     limit, env = CTX.settings.guestfs_timeout, CTX.libguestfs_env
+    boot = None
+    if way == "emulated":
+        console = CTX.paths.log(name, "sysprep-console")
+        boot = emulated.Boot(CTX.accel_for(str(target.arch)), limit, console, say)
     skipped, size = once_more_on_timeout(
-        name, log, lambda: sysprep_stage.sysprep(target, source, output, log, host, env, limit)
+        name, log, lambda: sysprep_stage.sysprep(target, source, output, log, env, limit, boot)
     )
     if skipped:
         say(f"{name}: guest steps left out as the catalogue says: {skipped}")
     say(f"{name}: upstream {source.stat().st_size} bytes -> sysprep {size} bytes")
-    done = receipts.Sysprep(key=keys.sysprep, target=name, size=size, skipped_guest_steps=skipped)
+    done = receipts.Sysprep(
+        key=keys.sysprep, target=name, size=size, skipped_guest_steps=skipped, customized=way
+    )
     CTX.finish(name, done, output)
 
 
@@ -174,7 +179,8 @@ def task_sysprep() -> Iterator[TaskDict]:
     """Customize each image: packages, commands, files, SELinux relabel, then sysprep."""
 
     def outputs(target: Target) -> list[Path]:
-        return [CTX.paths.sysprep_image(target.name), CTX.paths.log(target.name, "sysprep")]
+        logs = [CTX.paths.log(target.name, log) for log in ("sysprep", "sysprep-console")]
+        return [CTX.paths.sysprep_image(target.name), *logs]
 
     yield from per_target("sysprep", run_sysprep, needs="checksum", clean=outputs)
 

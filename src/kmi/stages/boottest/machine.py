@@ -79,14 +79,17 @@ def firmware_of(arch: str) -> str | None:
 
 @dataclass(frozen=True)
 class Run:
-    """The files and port of one boot."""
+    """The files and port of one boot. A customization boot (kmi.stages.emulated) has no
+    agent channel and no SSH port, and may keep the guest off the outside network."""
 
     overlay: Path
     seed: Path
-    agent_socket: Path
+    agent_socket: Path | None
     console: Path
     firmware_log: Path
-    ssh_port: int
+    ssh_port: int | None
+    name: str = "kmi-boot-test"
+    outside_network: bool = True  # False: user networking with restrict=on (no way out)
 
 
 def qemu_argv(
@@ -106,7 +109,7 @@ def qemu_argv(
     argv = [
         qemu or m.qemu.command,
         "-name",
-        "kmi-boot-test",
+        run.name,
         "-machine",
         m.machine,
         "-accel",
@@ -149,21 +152,37 @@ def qemu_argv(
         "-device",
         f"virtio-blk-{bus},drive=cidata",
         "-netdev",
-        f"user,id=net0,hostfwd=tcp:127.0.0.1:{run.ssh_port}-:22",
+        _netdev(run),
         "-device",
         f"virtio-net-{bus},netdev=net0",
-        "-chardev",
-        f"socket,id=agent,path={run.agent_socket},server=on,wait=off",
-        "-device",
-        f"virtio-serial-{bus},id=serial0",
-        "-device",
-        f"virtserialport,bus=serial0.0,chardev=agent,name={AGENT_CHANNEL}",
+    ]
+    if run.agent_socket is not None:
+        argv += [
+            "-chardev",
+            f"socket,id=agent,path={run.agent_socket},server=on,wait=off",
+            "-device",
+            f"virtio-serial-{bus},id=serial0",
+            "-device",
+            f"virtserialport,bus=serial0.0,chardev=agent,name={AGENT_CHANNEL}",
+        ]
+    argv += [
         "-object",
         "rng-random,id=rng0,filename=/dev/urandom",
         "-device",
         f"virtio-rng-{bus},rng=rng0",
     ]
     return argv
+
+
+def _netdev(run: Run) -> str:
+    """QEMU's user-mode network (slirp): the guest reaches out through the host's own
+    connections, as a pod's network would let it; DNS at 10.0.2.3 forwards to the host's."""
+    netdev = "user,id=net0"
+    if run.ssh_port is not None:
+        netdev += f",hostfwd=tcp:127.0.0.1:{run.ssh_port}-:22"
+    if not run.outside_network:
+        netdev += ",restrict=on"
+    return netdev
 
 
 def free_port() -> int:

@@ -63,11 +63,25 @@ def user_data(public_key: str, token: str) -> str:
 
 
 def make_seed(folder: Path, public_key: str, token: str, log: Path) -> Path:
-    """The NoCloud seed: an ISO 9660 volume labelled `cidata` with user-data and meta-data."""
+    """The boot test's seed: the run's key and marker command."""
+    return write_seed(folder, user_data(public_key, token), f"kmi-test-{token}", log)
+
+
+def write_seed(
+    folder: Path,
+    user_data_text: str,
+    instance_id: str,
+    log: Path,
+    hostname: str | None = "kmi-test",
+) -> Path:
+    """A NoCloud seed: an ISO 9660 volume labelled `cidata` with user-data and meta-data
+    (with no `hostname`, cloud-init keeps the guest's own)."""
     content = folder / "cidata"
     content.mkdir()
-    (content / "user-data").write_text(user_data(public_key, token), encoding="utf-8")
-    meta = f"instance-id: kmi-test-{token}\nlocal-hostname: kmi-test\n"
+    (content / "user-data").write_text(user_data_text, encoding="utf-8")
+    meta = f"instance-id: {instance_id}\n"
+    if hostname is not None:
+        meta += f"local-hostname: {hostname}\n"
     (content / "meta-data").write_text(meta, encoding="utf-8")
     seed = folder / "seed.iso"
     tools.run(

@@ -89,6 +89,8 @@ class Watch:
         self.report, self.checks, self.say = report, report.checks, say
         self.start = time.monotonic()
         self.deadline = self.start + options.timeout
+        assert run.agent_socket is not None and run.ssh_port is not None  # a test boot has both
+        self.socket = run.agent_socket
         self.agent = Agent(run.agent_socket)
         self.ssh_args = [
             *("-i", str(key), "-p", str(run.ssh_port)),
@@ -157,7 +159,7 @@ class Watch:
         return now - self.settled_at > AGENT_GRACE or now >= self.deadline
 
     def _ask_agent(self) -> None:
-        if not self.run.agent_socket.exists() or not self.agent.sync(2.0):
+        if not self.socket.exists() or not self.agent.sync(2.0):
             return
         self._alive()
         try:
