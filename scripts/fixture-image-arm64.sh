@@ -24,24 +24,30 @@ export LIBGUESTFS_BACKEND=${LIBGUESTFS_BACKEND:-direct}
 export DEBIAN_FRONTEND=noninteractive
 in_root() { chroot "$root" "$@"; }
 
-if [ ! -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ]; then
-    mountpoint -q /proc/sys/fs/binfmt_misc || mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc
-    update-binfmts --enable qemu-aarch64 2>/dev/null || true
+interpreter=""  # on an arm64 host, none: its programs run natively
+if [ "$(dpkg --print-architecture)" != arm64 ]; then
+    if [ ! -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ]; then
+        mountpoint -q /proc/sys/fs/binfmt_misc \
+            || mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc
+        update-binfmts --enable qemu-aarch64 2>/dev/null || true
+    fi
+    [ -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ] || {
+        echo "fixture-arm64: arm64 programs cannot run here: install qemu-user-static and" \
+            "binfmt-support, and make sure binfmt_misc is mounted" >&2
+        exit 1
+    }
+    interpreter=$(sed -n 's/^interpreter //p' /proc/sys/fs/binfmt_misc/qemu-aarch64)
 fi
-[ -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ] || {
-    echo "fixture-arm64: arm64 programs cannot run here: install qemu-user-static and" \
-        "binfmt-support, and make sure binfmt_misc is mounted" >&2
-    exit 1
-}
-interpreter=$(sed -n 's/^interpreter //p' /proc/sys/fs/binfmt_misc/qemu-aarch64)
 
 echo "fixture-arm64: debootstrap $suite for arm64 (minbase, emulated second stage)"
 debootstrap --arch=arm64 --foreign --variant=minbase --include=systemd-sysv,udev,kmod \
     "$suite" "$root" "$mirror" >"$work/debootstrap.log" 2>&1 \
     || { tail -30 "$work/debootstrap.log"; exit 1; }
 # the binfmt entry names its interpreter by path: it must exist inside the chroot too
-mkdir -p "$root$(dirname "$interpreter")"
-cp "$(readlink -f "$interpreter")" "$root$interpreter"
+if [ -n "$interpreter" ]; then
+    mkdir -p "$root$(dirname "$interpreter")"
+    cp "$(readlink -f "$interpreter")" "$root$interpreter"
+fi
 in_root /debootstrap/debootstrap --second-stage >"$work/second-stage.log" 2>&1 \
     || { tail -30 "$work/second-stage.log" "$root/debootstrap/debootstrap.log"; exit 1; }
 mount -t proc proc "$root/proc"
@@ -74,7 +80,8 @@ mkdir -p "$out.tmp/repo"
 mv "$root"/var/cache/apt/archives/*.deb "$out.tmp/repo/"
 (cd "$out.tmp/repo" && apt-ftparchive packages . >Packages)
 in_root apt-get clean
-rm -rf "$root"/var/lib/apt/lists/* "$root$interpreter"
+rm -rf "$root"/var/lib/apt/lists/*
+[ -z "$interpreter" ] || rm -f "$root$interpreter"
 kernel=$(cd "$root/boot" && ls vmlinuz-* | tail -1)
 initrd=$(cd "$root/boot" && ls initrd.img-* | tail -1)
 unmount

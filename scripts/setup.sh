@@ -20,8 +20,8 @@ case "$(dpkg --print-architecture)" in
     amd64) SYSTEM_PACKAGES+=(linux-image-amd64) ;;
     arm64) SYSTEM_PACKAGES+=(linux-image-arm64) ;;
 esac
-# KMI_TEST_ARM64=1: the tests build the arm64 fixture (arm64 programs run via qemu-user)
-[ "${KMI_TEST_ARM64:-0}" != 1 ] || SYSTEM_PACKAGES+=(qemu-user-static binfmt-support)
+# the tests build the arm64 fixture: on another arch, its programs run via qemu-user
+[ "$(dpkg --print-architecture)" = arm64 ] || SYSTEM_PACKAGES+=(qemu-user-static binfmt-support)
 
 missing=()
 for package in "${SYSTEM_PACKAGES[@]}"; do

@@ -379,3 +379,95 @@ def test_a_kill_during_sysprep_or_the_boot_test_leaves_nothing_and_the_rerun_con
         again = project.doit(f"{family}:{TARGET}")
         assert again.code == 0, again.out
         assert f"{family}:{TARGET}" in again.ran()
+
+
+TRACES = """\
+echo --hostname
+cat /etc/hostname
+echo --user
+-grep debian: /etc/passwd
+echo --cloud
+-ls /var/lib/cloud
+echo --results
+exists /var/lib/kmi-customize
+echo --network
+exists /etc/network/interfaces.d/50-cloud-init
+echo --end
+"""
+
+
+def test_an_emulated_build_killed_mid_boot_leaves_nothing_then_matches_the_native_one(
+    built: Built, tmp_path: Path
+) -> None:
+    """KMI_CUSTOMIZE=emulated on this amd64 host: the guest steps run in the fixture booted
+    under QEMU. Killed mid-boot, nothing runs on and nothing counts as done; run again, it
+    makes what the native build made, under the same stage key, and leaves no trace of the
+    boot (no user, the image's hostname, no cloud-init state, no step results)."""
+    project = built.project
+    emulated = {
+        "KMI_CUSTOMIZE": "emulated",
+        "KMI_BUILD_DIR": str(tmp_path / "build"),
+        "KMI_CACHE_URL": "",  # make it here, not restore the native build's entry
+    }
+    mine = tmp_path / "build" / TARGET
+    mark = uuid.uuid4().hex
+    run = project.start(f"sysprep:{TARGET}", KMI_KILL_TEST=mark, **emulated)
+    try:
+        assert _running(mark, "kmi-customize", 600), (project.work / "background.log").read_text()
+    finally:
+        os.killpg(run.pid, signal.SIGKILL)
+        run.wait()
+    assert gone(mark, 60) == [], "left running after the kill"
+    assert not (mine / "sysprep.json").exists() and not (mine / "sysprep.qcow2").exists()
+    again = project.doit(f"sysprep:{TARGET}", **emulated)
+    assert again.code == 0, again.out
+    assert f"{TARGET}: customizing, emulated: KMI_CUSTOMIZE=emulated (log: " in again.out
+    native = json.loads((project.work / "build" / TARGET / "sysprep.json").read_text())
+    made = json.loads((mine / "sysprep.json").read_text())
+    assert (native["customized"], made["customized"]) == ("native", "emulated")
+    assert made["key"] == native["key"]  # one cache entry, whichever way it was made
+    image = mine / "sysprep.qcow2"
+    after, packages = inspect(image, tmp_path)
+    assert packages["qemu-guest-agent"] == "install ok installed"
+    assert after["release"] == "customized by kmi"
+    assert after["command"].startswith("ran")
+    assert after["service"] == "true"
+    assert after["machine-id"] == "0"
+    assert "ssh_host_" not in after["host-keys"]
+    assert after["repo"] == "false"  # post_commands ran, in the guest, last
+    traces = sections(guestfish(image, TRACES))
+    assert traces["hostname"] == "kmi-fixture" and traces["user"] == ""
+    assert traces["cloud"] == "" and traces["results"] == "false"
+    assert traces["network"] == "false"
+    console = (mine / "logs" / "sysprep-console.log").read_text(errors="replace")
+    assert "kmi-customize: step 1 (packages) ended with exit status 0" in console
+
+
+def test_a_failing_guest_step_fails_the_emulated_build_with_one_line(
+    built: Built, tmp_path: Path
+) -> None:
+    project = built.project
+    flavor = project.catalogue / "fixture.yaml"
+    original = flavor.read_text()
+    broken = re.sub(r"packages: \[[^]]*\]", "packages: [no-such-package]", original)
+    assert broken != original
+    flavor.write_text(broken)
+    build = tmp_path / "build"
+    try:
+        run = project.doit(
+            f"sysprep:{TARGET}",
+            KMI_CUSTOMIZE="emulated",
+            KMI_BUILD_DIR=str(build),
+            KMI_CACHE_URL="",
+        )
+    finally:
+        flavor.write_text(original)
+    assert run.code == 1, run.out
+    console = build / TARGET / "logs" / "sysprep-console.log"
+    assert (
+        f"{TARGET}: guest step packages failed with exit status 100 (customizing by emulation); "
+        f"console: {console}"
+    ) in run.out
+    assert "Unable to locate package no-such-package" in run.out
+    assert "the console's last lines:" in run.out and "Traceback" not in run.out
+    assert sorted(p.name for p in (build / TARGET).iterdir()) == ["logs"]  # nothing kept

@@ -107,19 +107,24 @@ def fixture(arch: str = "amd64") -> Path:
 
 
 @contextlib.contextmanager
-def served(work: Path) -> Iterator[dict[str, str]]:
+def served(work: Path, arm64: bool = False) -> Iterator[dict[str, str]]:
     """A kmi project in `work` whose catalogue (a copy of the repository's) has the fixture
-    flavor, served as an upstream by a local mirror: yields the environment of its doit runs."""
+    flavor (for arm64 too, with `arm64`), served as an upstream by a local mirror: yields
+    the environment of its doit runs."""
     from kmi.demo.server import MirrorServer
     from kmi.demo.upstreams import environment, pin_key
 
     made = fixture()
+    other = fixture("arm64") if arm64 else None
     key = SigningKey(work / "gnupg", "kmi fixture <fixture@kmi.invalid>")
     server = MirrorServer(work / "mirror").start()
     try:
-        publish(Upstreams(work / "mirror", key), made)
+        upstreams = Upstreams(work / "mirror", key)
+        publish(upstreams, made)
+        if other is not None:
+            publish(upstreams, other, "arm64")
         catalogue = pin_key(REPO / "distros", work / "distros", key)
-        add_flavor(catalogue, made, key)
+        add_flavor(catalogue, made, key, other)
         yield environment(catalogue, work, server.url)
     finally:
         server.stop()
