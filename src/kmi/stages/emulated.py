@@ -144,10 +144,10 @@ def user_data(steps: list[Step]) -> str:
 
 # After the boot: copy the results out, then remove them and what cloud-init kept of that
 # boot, as `cloud-init clean --logs --configs network` would: /var/lib/cloud but a seed the
-# image may ship (and that folder too when the boot left it empty), its logs, and the network configuration it rendered (the paths of its
-# GEN_NET_CONFIG_FILES, and Debian's interfaces.d file without the .cfg). `instance` is a
-# symlink, removed first: guestfish's glob marks it as a folder and would follow it.
-# `-` lines may fail (a glob that matches nothing).
+# image may ship (and that folder too when the boot left it empty), its logs, and the
+# network configuration it rendered (the paths of its GEN_NET_CONFIG_FILES, and Debian's
+# interfaces.d file without the .cfg). `instance` is a symlink, removed first: guestfish's
+# glob marks it as a folder and would follow it. `-` lines may fail (nothing matched).
 COLLECT = f"""\
 -copy-out {RESULTS} {{out}}
 rm-rf {RESULTS}
