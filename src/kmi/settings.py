@@ -339,10 +339,6 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("KMI_FIXTURE_CACHE", None, "~/.cache/kmi-fixtures", documented,
             "tests and demo: where the offline fixture images are kept, keyed by the hash of "
             "`scripts/fixture-image.sh` (and `fixture-image-arm64.sh`)"),
-    Setting("KMI_TEST_ARM64", None, "0", documented,
-            "tests: `1` builds the arm64 fixture (about 11 minutes with qemu-user-static; setup "
-            "installs it) so the arm64 boot test runs; without it that test runs only where the "
-            "fixture is already built"),
     Setting("KMI_FIXTURE_DEBIAN_MIRROR", None, "http://deb.debian.org/debian", documented,
             "tests and demo: the Debian mirror the fixture is built from"),
 )  # fmt: skip

@@ -91,7 +91,8 @@ FULL_BELOW = 4 << 20  # bytes free under which a filesystem counts as full
 POLL_SECONDS = 2.0
 
 
-def _full(folder: Path | None) -> bool:
+def full(folder: Path | None) -> bool:
+    """Whether the filesystem holding `folder` is (all but) full."""
     if folder is None:
         return False
     try:
@@ -136,7 +137,7 @@ def _run_watched(
     def watch() -> None:
         deadline, full_since = time.monotonic() + timeout, None
         while not done.wait(POLL_SECONDS):
-            if _full(space):
+            if full(space):
                 full_since = full_since or time.monotonic()
                 if time.monotonic() - full_since >= 2 * POLL_SECONDS:  # full, and staying so
                     reason.append("full")
@@ -173,6 +174,16 @@ def _last_log_line(code: int, stopped: str, timeout: float | None) -> str:
     if stopped == "full":
         return "[stopped: the filesystem filled up]\n"
     return f"[exit {code}]\n"
+
+
+def filled_up(space: Path, what: str, log: Path | None) -> KmiError:
+    """The error of a tool stopped because the filesystem of `space` filled up."""
+    free = shutil.disk_usage(space).free
+    where = f"; log: {log}" if log else ""
+    return KmiError(
+        f"{space}: the filesystem filled up ({free} bytes free) while {what} ran, and it was "
+        f"stopped{where}; free space there, or set KMI_BUILD_DIR to a folder on a larger disk"
+    )
 
 
 def _kill_group(running: sh.RunningCommand) -> None:
@@ -253,20 +264,14 @@ def run(
         if handle is not None:
             handle.close()
     result = Result(code, "".join(out), "".join(err))
-    if stopped == "" and code not in ok_codes and _full(space):
+    if stopped == "" and code not in ok_codes and full(space):
         stopped = "full"  # it failed on the full filesystem (ENOSPC) rather than pausing
     if log is not None:
         with log.open("a", encoding="utf-8") as tail:
             tail.write(_last_log_line(code, stopped, timeout))
     if stopped == "full":
         assert space is not None
-        free = shutil.disk_usage(space).free
-        where = f"; log: {log}" if log else ""
-        raise KmiError(
-            f"{space}: the filesystem filled up ({free} bytes free) while {tool.command} ran, "
-            f"and it was stopped{where}; free space there, or set KMI_BUILD_DIR to a folder on "
-            "a larger disk"
-        )
+        raise filled_up(space, tool.command, log)
     if stopped == "timeout":
         assert timeout is not None
         where = f"; log: {log}" if log else ""

@@ -235,10 +235,16 @@ def customize(target: Target, image: Path, log: Path, env: dict[str, str], boot:
 
 
 def _boot(qemu: tools.Tool, args: list[str], log: Path, run: Run, boot: Boot) -> None:
-    """QEMU until the guest powers itself off; stopped (a ToolTimeout) past the deadline."""
+    """QEMU until the guest powers itself off; stopped (a ToolTimeout) past the deadline,
+    or when the filesystem the image is on stays full (QEMU pauses a guest whose write
+    fails for want of space: without this, a wait until the deadline)."""
     deadline = time.monotonic() + boot.timeout
+    here, full_since = run.overlay.parent, None
     with tools.spawn(qemu, args, log) as guest:
         while (code := guest.exit_code()) is None:
+            full_since = (full_since or time.monotonic()) if tools.full(here) else None
+            if full_since is not None and time.monotonic() - full_since >= 2 * POLL_SECONDS:
+                raise tools.filled_up(here, f"{qemu.command} (the customization boot)", log)
             if time.monotonic() >= deadline:
                 raise tools.ToolTimeout(
                     f"the customization boot ran past its {boot.timeout:.0f} s deadline and "
