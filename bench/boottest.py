@@ -14,32 +14,21 @@ prints the accelerator it got. Output: a Markdown table for docs/benchmarks.md.
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 from kmi.accel import choose
 from kmi.demo import fixture as fixture_image
+from kmi.demo.timing import timed_doit
 
 REPO = Path(__file__).resolve().parent.parent
 TARGET = "fixture-12-amd64"
 
 
 def doit_seconds(env: dict[str, str], task: str) -> float:
-    """Wall seconds of one doit run (its output is shown only when it fails)."""
-    started = time.perf_counter()
-    done = subprocess.run(
-        [sys.executable, "-m", "doit", "-f", str(REPO / "dodo.py"), task],
-        env=env,
-        capture_output=True,
-        text=True,
-    )
-    if done.returncode:
-        raise SystemExit(f"doit {task} failed:\n{done.stdout}{done.stderr}")
-    return time.perf_counter() - started
+    return timed_doit(env, task)[0]
 
 
 def row(entry: dict[str, Any], disk: str, wall: float) -> str:

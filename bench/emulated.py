@@ -16,29 +16,15 @@ from __future__ import annotations
 
 import os
 import platform
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 from kmi.demo import fixture as fixture_image
+from kmi.demo.timing import timed_doit
 
 REPO = Path(__file__).resolve().parent.parent
 STAGES = ("sysprep", "sparsify", "build", "test")
-
-
-def timed(env: dict[str, str], task: str) -> tuple[float, str]:
-    started = time.perf_counter()
-    done = subprocess.run(
-        [sys.executable, "-m", "doit", "-f", str(REPO / "dodo.py"), task],
-        env=env,
-        capture_output=True,
-        text=True,
-    )
-    if done.returncode:
-        raise SystemExit(f"doit {task} failed:\n{done.stdout}{done.stderr}")
-    return time.perf_counter() - started, done.stdout
 
 
 def way(output: str) -> str:
@@ -58,17 +44,17 @@ def main() -> None:
             env = {**os.environ, **served, "KMI_PROGRESS": "off", "KMI_CACHE_URL": ""}
             for arch in ("amd64", "arm64"):
                 target = f"fixture-12-{arch}"
-                timed(env, f"checksum:{target}")
+                timed_doit(env, f"checksum:{target}")
                 rows[target] = {}
                 for stage in STAGES:
-                    seconds, out = timed(env, f"{stage}:{target}")
+                    seconds, out = timed_doit(env, f"{stage}:{target}")
                     rows[target][stage] = seconds
                     if stage == "sysprep":
                         ways[target] = way(out)
                     print(f"{target} {stage}: {seconds:.0f} s", file=sys.stderr, flush=True)
             if forced:
                 again = {**env, "KMI_CUSTOMIZE": "emulated", "KMI_BUILD_DIR": str(work / "b2")}
-                seconds, out = timed(again, "sysprep:fixture-12-amd64")
+                seconds, out = timed_doit(again, "sysprep:fixture-12-amd64")
                 rows["fixture-12-amd64 (forced)"] = {"sysprep": seconds}
                 ways["fixture-12-amd64 (forced)"] = way(out)
     print(

@@ -16,14 +16,12 @@ from __future__ import annotations
 
 import argparse
 import string
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
 from kmi.demo import fixture as fixture_image
 from kmi.demo.registry import RegistryServer
+from kmi.demo.timing import timed_doit
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -42,17 +40,7 @@ def copies(catalogue: Path, count: int) -> list[str]:
 
 
 def build(env: dict[str, str], targets: list[str]) -> tuple[float, str]:
-    started = time.perf_counter()
-    done = subprocess.run(
-        [sys.executable, "-m", "doit", "-f", str(REPO / "dodo.py")]
-        + [f"build:{t}" for t in targets],
-        env=env,
-        capture_output=True,
-        text=True,
-    )
-    if done.returncode:
-        raise SystemExit(f"doit build failed:\n{done.stdout}{done.stderr}")
-    return time.perf_counter() - started, done.stdout
+    return timed_doit(env, *(f"build:{t}" for t in targets))
 
 
 def main() -> None:

@@ -164,3 +164,29 @@ def add_flavor(catalogue: Path, built: Path, key: SigningKey, arm64: Path | None
     path = catalogue / "fixture.yaml"
     path.write_text(FLAVOR.format(host=HOST, fingerprint=key.fingerprint, arches=arches))
     return path
+
+
+def main(arches: list[str]) -> int:
+    """Build the fixtures of `arches` side by side (each once; cached ones cost nothing)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    unknown = [arch for arch in arches if arch not in SCRIPTS]
+    if unknown:
+        print(f"fixture: no fixture for {', '.join(unknown)} (there are: {', '.join(SCRIPTS)})")
+        return 2
+    with ThreadPoolExecutor(max_workers=len(arches) or 1) as pool:
+        futures = {arch: pool.submit(fixture, arch) for arch in arches}
+    failed = 0
+    for arch, future in futures.items():
+        try:
+            print(f"fixture: {arch}: {future.result()}")
+        except KmiError as err:
+            print(f"fixture: {arch}: {err}")
+            failed += 1
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main(sys.argv[1:] or ["amd64"]))
