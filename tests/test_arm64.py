@@ -51,6 +51,10 @@ def test_an_arm64_target_is_customized_by_emulation_and_passes_its_boot_test(
     ) in run.out
     build = project.work / "build" / TARGET
     assert json.loads((build / "sysprep.json").read_text())["customized"] == "emulated"
+    assert json.loads((build / "sparsify.json").read_text())["customized"] == "emulated"
+    made = json.loads((build / "build.json").read_text())
+    manifest = Path(made["layout"]) / "blobs" / "sha256" / made["manifest"].split(":")[1]
+    assert json.loads(manifest.read_text())["annotations"]["kmi.customized"] == "emulated"
     after, packages = inspect(build / "disk.qcow2", tmp_path)
     assert packages["qemu-guest-agent"] == "install ok installed"
     assert after["release"] == "customized by kmi"  # a file written

@@ -9,6 +9,7 @@ run from KMI_ENGINE; the doit glue never asks which one it has.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, cast
 
@@ -52,10 +53,17 @@ def engine_for(ctx: Context) -> Engine:
 
 
 def _spec(ctx: Context, target: Target) -> tuple[str, oci.ImageSpec]:
+    """The build key and the image's spec, annotated with how its disk was customized
+    (from the final disk's receipt: the way travels with the disk, also through the stage
+    cache; not in the key, which is the same either way)."""
     keys = ctx.plan.keys(target)
     if keys is None or keys.native_build is None or keys.spec is None:
         raise KmiError(f"{target.name}: no final disk; run: doit sparsify:{target.name}")
-    return keys.native_build, keys.spec
+    disk = receipts.read(ctx.paths.receipt(target.name, "sparsify"), receipts.Sparsify)
+    way = {containerdisk.CUSTOMIZED: disk.customized if disk else "native"}
+    return keys.native_build, dataclasses.replace(
+        keys.spec, annotations={**keys.spec.annotations, **way}
+    )
 
 
 def _chosen(ctx: Context, image: str) -> tuple[list[Target], list[Target]]:

@@ -114,6 +114,7 @@ class Sparsify(Receipt):
     target: str
     sysprep_size: int
     final_size: int
+    customized: str = "native"  # how the disk's customized image was made (its sysprep's)
 
 
 @dataclass(frozen=True, kw_only=True)

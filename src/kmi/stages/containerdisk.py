@@ -55,6 +55,9 @@ def preference_of(target: Target) -> str:
     return templates.render(chosen, target.template_values()) if chosen else ""
 
 
+CUSTOMIZED = "kmi.customized"  # per-arch manifest annotation: "native" or "emulated"
+
+
 def image_annotations(
     flavor: Flavor, version: str, release: str, created: str, source_url: str
 ) -> dict[str, str]:

@@ -202,8 +202,13 @@ def run_sparsify(target: Target) -> None:
     say(
         f"{name}: sysprep {made['sysprep_size']} bytes -> final {made['final_size']} bytes ({disk})"
     )
+    customized = receipts.read(CTX.paths.receipt(name, "sysprep"), receipts.Sysprep)
     done = receipts.Sparsify(
-        key=key, target=name, sysprep_size=made["sysprep_size"], final_size=made["final_size"]
+        key=key,
+        target=name,
+        sysprep_size=made["sysprep_size"],
+        final_size=made["final_size"],
+        customized=customized.customized if customized else "native",
     )
     CTX.finish(name, done, disk)
 
