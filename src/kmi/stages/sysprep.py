@@ -26,7 +26,7 @@ TOOLS = (tools.QEMU_IMG, tools.VIRT_CUSTOMIZE, tools.VIRT_SYSPREP)
 # appliance has no setfiles), whatever the guest's arch.
 GUEST_STEPS = ("update", "packages", "commands", "services", "post_commands")
 WAYS = ("native", "emulated")
-SLOWDOWN = "several times slower than native"  # measured: bench/emulated.py
+SLOWDOWN = "expect about 3.4x the time of a native sysprep (docs/benchmarks.md)"
 
 
 def guest_steps(customize: Customize) -> list[str]:
