@@ -24,6 +24,7 @@ FORMAT = 1
 DIGEST = re.compile(r"^(sha256:[0-9a-f]{64}|sha512:[0-9a-f]{128})$")
 FOUND = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z$")
 SIGNER = re.compile(r"^(unsigned|image|[0-9A-F]{40})$")
+SPACE = re.compile(r"\s")
 RELEASE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,100}$")  # becomes part of an OCI tag
 
 
@@ -38,7 +39,7 @@ def _url(optional: bool = False) -> Callable[[str], str | None]:
     def check(value: str) -> str | None:
         if optional and value == "":
             return None
-        ok = value.startswith(("https://", "http://")) and not any(c.isspace() for c in value)
+        ok = value.startswith(("https://", "http://")) and SPACE.search(value) is None
         return None if ok else f"expected an http(s) URL, got {value[:80]!r}"
 
     return check

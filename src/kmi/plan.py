@@ -94,15 +94,19 @@ class Plan:
         self.host = host
         self.engine = engine
         self._keys: dict[str, TargetKeys | None] = {}
+        self._pinned: dict[str, LockEntry | None] = {}
+        self._early: dict[str, TargetKeys | None] = {}
 
     # --- keys -------------------------------------------------------------------------------
 
     def pinned(self, target: Target) -> LockEntry | None:
         """The target's lock entry, if it was found with the catalogue's current settings."""
-        entry = self.lock.targets.get(target.name)
-        if entry is None or entry.source != source_key(target):
-            return None
-        return entry
+        name = target.name
+        if name not in self._pinned:
+            entry = self.lock.targets.get(name)
+            fits = entry is not None and entry.source == source_key(target)
+            self._pinned[name] = entry if fits else None
+        return self._pinned[name]
 
     def keys(self, target: Target) -> TargetKeys | None:
         """Every stage key of `target`, computed on first use; None when it is not pinned."""
@@ -110,16 +114,30 @@ class Plan:
             self._keys[target.name] = self._compute(target)
         return self._keys[target.name]
 
+    def _download_keys(self, target: Target) -> TargetKeys | None:
+        """Only the download and checksum keys: what their up-to-date checks need (the
+        later stages' keys cost more, and a no-op `doit checksum` needs none of them)."""
+        name = target.name
+        if name in self._keys:
+            return self._keys[name]
+        if name not in self._early:
+            entry = self.pinned(target)
+            if entry is None:
+                self._early[name] = None
+            else:
+                dkey = download_key(entry, target.flavor.upstream.compression)
+                self._early[name] = TargetKeys(entry, dkey, checksum_key(entry, dkey))
+        return self._early[name]
+
     def _versions(self, tools: tuple[Any, ...]) -> dict[str, str]:
         every = self._tool_versions()
         return {t.command: every[t.command] for t in tools}
 
     def _compute(self, target: Target) -> TargetKeys | None:
-        entry = self.pinned(target)
-        if entry is None:
+        early = self._download_keys(target)
+        if early is None:
             return None
-        dkey = download_key(entry, target.flavor.upstream.compression)
-        ckey = checksum_key(entry, dkey)
+        entry, dkey, ckey = early.entry, early.download, early.checksum
         try:
             versions = self._versions(sysprep_stage.TOOLS)
             skey = sysprep_stage.sysprep_key(target, ckey, versions)
@@ -138,7 +156,8 @@ class Plan:
         return TargetKeys(entry, dkey, ckey, skey, disk, spec, native, build, test)
 
     def key(self, target: Target, stage: str) -> str | None:
-        keys = self.keys(target)
+        early = stage in ("download", "checksum")
+        keys = self._download_keys(target) if early else self.keys(target)
         return None if keys is None else keys.of(stage)
 
     # --- what is needed -----------------------------------------------------------------------

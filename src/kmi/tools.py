@@ -19,12 +19,13 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
-
-import sh
+from typing import IO, TYPE_CHECKING, Any
 
 from kmi.errors import KmiError
 from kmi.files import write_if_changed
+
+if TYPE_CHECKING:  # sh (about 50 ms to import) is imported by what runs a tool
+    import sh
 
 LOG_TAIL_LINES = 20
 
@@ -104,6 +105,8 @@ def full(folder: Path | None) -> bool:
 def _command(argv: list[str], **options: Any) -> sh.RunningCommand:
     """Every tool kmi runs starts here: on pipes, never a pseudo-terminal (no colour codes
     in logs, as under CI), and killed with kmi whatever signal kills kmi."""
+    import sh
+
     running: sh.RunningCommand = sh.Command(argv[0])(
         *argv[1:], _tty_out=False, _preexec_fn=die_with_parent(), _return_cmd=True, **options
     )
@@ -130,6 +133,8 @@ def _run_watched(
     group, all of it killed past the deadline, when the filesystem of `space` stays full
     (QEMU pauses an appliance whose write hits ENOSPC: without this, a hang), or when kmi
     itself is interrupted."""
+    import sh
+
     running = _start(argv, _env=env, _in=stdin, _ok_code=list(ok_codes), _out=out, _err=err)
     reason: list[str] = []
     done = threading.Event()
@@ -221,6 +226,8 @@ def run(
     (a libguestfs appliance included) is killed: a ToolTimeout. With `space`, the folder the
     tool writes to: when its filesystem fills up, the tool is stopped (or its failure
     explained) with a KmiError that says so, naming the folder."""
+    import sh
+
     argv = [tool.path(), *args]
     full_env = {**os.environ, **env} if env is not None else None
     out: list[str] = []
@@ -330,6 +337,8 @@ def ask(tool: Tool, args: Sequence[str], timeout: float, stdin: bytes = b"") -> 
     """Run a short command whose failure is an answer, not an error (the boot test's SSH
     probe, a credential helper): any exit code is returned; past `timeout` it is killed and
     the code is None."""
+    import sh
+
     argv = [tool.path(), *args]
     try:
         done = _command(argv, _in=stdin, _ok_code=ANY_EXIT, _timeout=timeout)
@@ -354,6 +363,8 @@ class Spawned:
 
     def stop(self, grace: float = 10.0) -> None:
         """SIGTERM, then after `grace` seconds SIGKILL to its whole group; waited for."""
+        import sh
+
         if self.exit_code() is None:
             with contextlib.suppress(ProcessLookupError):
                 self.running.process.terminate()

@@ -12,12 +12,14 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kmi import oci
 from kmi.progress import Progress, human
-from kmi.registry import Client
 from kmi.releases import tag_of
+
+if TYPE_CHECKING:  # requests (about 65 ms to import) is imported by what talks to a registry
+    from kmi.registry import Client
 
 
 @dataclass(frozen=True)

@@ -98,16 +98,20 @@ def per_target(
     def act(name: str) -> None:
         action(CTX.targets[name])
 
+    def wipe(name: str) -> None:  # paths made only when doit clean runs
+        target = CTX.targets[name]
+        remove([CTX.paths.receipt(name, stage), *(clean(target) if clean else [])])
+
     act.__name__ = action.__name__
+    build = str(CTX.paths.build)  # string joins: thousands of tasks at scale
     for name, target in targets().items():
-        receipt = CTX.paths.receipt(name, stage)
         task: TaskDict = {
             "name": name,
             "doc": f"{target.flavor.name} {target.version.version} {target.arch}",
             "actions": [(guarded(act), [name])],
-            "targets": [str(receipt)],
+            "targets": [f"{build}/{name}/{stage}.json"],  # Paths.receipt
             "uptodate": [(_not_needed, [name, stage])],
-            "clean": [(remove, [[receipt, *(clean(target) if clean else [])]])],
+            "clean": [(wipe, [name])],
             "verbosity": 2,
         }
         if needs is not None:
