@@ -347,34 +347,38 @@ def test_the_catalogue_copy_drops_flavors_the_source_lacks(
 def test_an_arm64_sysprep_this_host_cannot_run_is_restored_from_the_stage_cache(
     project: Project, upstreams: Upstreams
 ) -> None:
-    """debian-12-arm64 installs packages, which needs an arm64 host. Here (amd64) the stage
-    looks up the key an arm64 machine's build has: absent, one line naming the entry; once
-    that machine has added it, it is restored and counts as done."""
+    """debian-12-arm64 installs packages; with KMI_CUSTOMIZE=native that needs an arm64
+    host. Here (amd64) the stage looks up the key an arm64 machine's build has: absent, one
+    line naming the entry; once that machine has added it, it is restored and counts as
+    done, and its receipt says how it was made there."""
     if platform.machine() != "x86_64":
         pytest.skip(f"needs an amd64 host to be the foreign one; this is {platform.machine()}")
     debian(upstreams)
     cache = project.work / "shared"
     target = "debian-12-arm64"
     assert project.doit("discover:debian").code == 0
-    missing = project.doit(f"sysprep:{target}", KMI_CACHE_URL=str(cache))
+    native = {"KMI_CACHE_URL": str(cache), "KMI_CUSTOMIZE": "native"}
+    missing = project.doit(f"sysprep:{target}", **native)
     assert missing.code == 1
     found = re.search(r"; the stage cache has no (\S+)\n", missing.out)
     assert found, missing.out
-    assert "which needs an arm64 host and this one is amd64" in missing.out
+    assert "which libguestfs can only run on an arm64 host and this one is amd64" in missing.out
     entry = Path(found.group(1))
     assert entry.parent == cache / "sysprep"
     # what the arm64 machine added: its sysprep.qcow2 under that key
     made = project.work / "arm64-machine" / "sysprep.qcow2"
     made.parent.mkdir()
     made.write_bytes(b"QFI\xfb" + b"\0" * 4096)
-    details = {"target": target, "size": 4100, "skipped_guest_steps": []}  # its receipt's
+    details = {"target": target, "size": 4100, "skipped_guest_steps": [], "customized": "native"}
     assert DirCache(cache).store("sysprep", entry.name, made, details, print)
-    restored = project.doit(f"sysprep:{target}", KMI_CACHE_URL=str(cache))
+    restored = project.doit(f"sysprep:{target}", **native)
     assert restored.code == 0, restored.out
     assert f"{target}: sysprep restored from the stage cache ({entry})" in restored.out
     mine = project.work / "build" / target / "sysprep.qcow2"
     assert mine.read_bytes() == made.read_bytes()
-    again = project.doit(f"sysprep:{target}", KMI_CACHE_URL=str(cache))
+    receipt = json.loads((mine.parent / "sysprep.json").read_text())
+    assert receipt["customized"] == "native"
+    again = project.doit(f"sysprep:{target}", **native)
     assert again.code == 0 and again.ran() == set()  # done: the receipt holds the same key
 
 

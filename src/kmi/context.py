@@ -8,9 +8,10 @@ stays instant. Only `discover_unpinned` reaches the network, and says so in its 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from functools import cached_property
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -40,6 +41,10 @@ class Context:
         self.overrides = dict(overrides or {})
         self.labels: dict[str, str] = {}  # how the user named an override (`--registry`)
         self._lock: tuple[tuple[int, int], Lock] | None = None
+        # Under doit's reporter the lock is stat'ed again only after a task ended (what may
+        # change it), not at each of the thousands of up-to-date checks of a large run.
+        self.stamp_follows_tasks = False
+        self._stamp: tuple[tuple[int, int] | None] | None = None
         self._plan: tuple[tuple[int, int] | None, Plan] | None = None
         self._build_lock: IO[str] | None = None
         # one id per doit run (parallel workers are forked from this process and share it)
@@ -72,11 +77,31 @@ class Context:
         return engine_for(self)
 
     def _lock_stamp(self) -> tuple[int, int] | None:
+        if self.stamp_follows_tasks and self._stamp is not None:
+            return self._stamp[0]
         try:
             st = self.settings.lock_file.stat()
         except FileNotFoundError:
-            return None
-        return (st.st_mtime_ns, st.st_size)
+            stamp = None
+        else:
+            stamp = (st.st_mtime_ns, st.st_size)
+        self._stamp = (stamp,)
+        return stamp
+
+    def task_ended(self) -> None:
+        """A task ended: it may have written the lock (discovery does), so look again."""
+        self._stamp = None
+
+    @contextlib.contextmanager
+    def acting(self) -> Iterator[None]:
+        """While an action runs (here or in a worker process of `doit -n`), the lock is
+        stat'ed at each look: the action itself may write it (discovery on first build)."""
+        follows, self.stamp_follows_tasks = self.stamp_follows_tasks, False
+        try:
+            yield
+        finally:
+            self.stamp_follows_tasks = follows
+            self._stamp = None
 
     def lock(self) -> Lock:
         """The lock file, re-read only when it changed on disk (discovery may write it)."""

@@ -6,22 +6,28 @@ Kept apart from discovery (which needs HTTP) so that loading tasks stays cheap.
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 from kmi.catalogue import Flavor, Target, Version, targets_of
 from kmi.keys import stage_key
 from kmi.lock import Lock
 
 
-def source_key(target: Target) -> str:
-    """A hash of the catalogue settings that decide which upstream file a target pins."""
-    up = target.flavor.upstream
-    config = {
+def upstream_config(flavor: Flavor) -> dict[str, Any]:
+    """The flavor's settings that decide which upstream file its targets pin."""
+    up = flavor.upstream
+    return {
         "discovery": dataclasses.asdict(up.discovery),
         "checksum": dataclasses.asdict(up.checksum),
         "signature": dataclasses.asdict(up.signature),
         "compression": up.compression,
-        "values": target.template_values(),
     }
+
+
+def source_key(target: Target, upstream: dict[str, Any] | None = None) -> str:
+    """A hash of the catalogue settings that decide which upstream file a target pins
+    (`upstream`: its flavor's upstream_config, when the caller has it already)."""
+    config = {**(upstream or upstream_config(target.flavor)), "values": target.template_values()}
     return stage_key("upstream", config)[:16]
 
 

@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from kmi import oci, receipts, releases
-from kmi.catalogue import Target
+from kmi.catalogue import Flavor, Target
 from kmi.errors import KmiError
 from kmi.lock import Lock, LockEntry
-from kmi.maintained import source_key
+from kmi.maintained import source_key, upstream_config
 from kmi.paths import Paths
 from kmi.settings import Settings
 from kmi.stages import boottest, containerdisk
@@ -96,6 +96,7 @@ class Plan:
         self._keys: dict[str, TargetKeys | None] = {}
         self._pinned: dict[str, LockEntry | None] = {}
         self._early: dict[str, TargetKeys | None] = {}
+        self._flavors: dict[tuple[str, str], Any] = {}  # per-flavor parts of the keys
 
     # --- keys -------------------------------------------------------------------------------
 
@@ -104,9 +105,17 @@ class Plan:
         name = target.name
         if name not in self._pinned:
             entry = self.lock.targets.get(name)
-            fits = entry is not None and entry.source == source_key(target)
+            upstream = self._per_flavor("upstream", target.flavor, upstream_config)
+            fits = entry is not None and entry.source == source_key(target, upstream)
             self._pinned[name] = entry if fits else None
         return self._pinned[name]
+
+    def _per_flavor(self, part: str, flavor: Flavor, make: Callable[[Flavor], Any]) -> Any:
+        """A part of the keys that only the flavor decides, made once per plan."""
+        at = (part, flavor.name)
+        if at not in self._flavors:
+            self._flavors[at] = make(flavor)
+        return self._flavors[at]
 
     def keys(self, target: Target) -> TargetKeys | None:
         """Every stage key of `target`, computed on first use; None when it is not pinned."""
@@ -140,7 +149,8 @@ class Plan:
         entry, dkey, ckey = early.entry, early.download, early.checksum
         try:
             versions = self._versions(sysprep_stage.TOOLS)
-            skey = sysprep_stage.sysprep_key(target, ckey, versions)
+            config = self._per_flavor("sysprep", target.flavor, sysprep_stage.flavor_config)
+            skey = sysprep_stage.sysprep_key(target, ckey, versions, config)
             disk = sparsify_stage.sparsify_key(skey, self._versions(sparsify_stage.TOOLS))
         except KmiError:  # a tool or a host file is missing: the action says which
             return TargetKeys(entry, dkey, ckey)

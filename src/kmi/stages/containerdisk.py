@@ -112,8 +112,14 @@ def image_spec(
     )
 
 
+def _plain(value: Any) -> Any:
+    return dict(value) if isinstance(value, Mapping) else value
+
+
 def build_key(disk_key: str, spec: oci.ImageSpec, compression: str) -> str:
-    config = {"spec": dataclasses.asdict(spec), "compression": compression}
+    # the spec's fields are strings, numbers and flat dicts of strings: no deep copy needed
+    fields = {f.name: _plain(getattr(spec, f.name)) for f in dataclasses.fields(spec)}
+    config = {"spec": fields, "compression": compression}
     return stage_key("build", config, {"kmi-build": STAGE_VERSION}, [disk_key])
 
 

@@ -38,6 +38,7 @@ from kmi.errors import KmiError
 from kmi.stages.boottest.machine import MACHINES, Run, firmware_of, qemu_argv
 from kmi.stages.boottest.report import console_tail
 from kmi.stages.boottest.seed import write_seed
+from kmi.stages.boottest.watch import fatal_in
 
 RESULTS = "/var/lib/kmi-customize"  # in the guest: each step's output and exit status
 STEPS = "/run/kmi-customize"  # in the guest: the steps and their runner (tmpfs: gone at poweroff)
@@ -245,6 +246,12 @@ def _boot(qemu: tools.Tool, args: list[str], log: Path, run: Run, boot: Boot) ->
             full_since = (full_since or time.monotonic()) if tools.full(here) else None
             if full_since is not None and time.monotonic() - full_since >= 2 * POLL_SECONDS:
                 raise tools.filled_up(here, f"{qemu.command} (the customization boot)", log)
+            fatal = fatal_in(run.console, run.firmware_log)
+            if fatal is not None:  # a firmware or kernel failure: it will not come up
+                raise KmiError(
+                    f"the image did not boot for its customization ({fatal}); console: "
+                    f"{run.console}\n{console_tail(run.console)}"
+                )
             if time.monotonic() >= deadline:
                 raise tools.ToolTimeout(
                     f"the customization boot ran past its {boot.timeout:.0f} s deadline and "

@@ -12,9 +12,10 @@ import functools
 import hashlib
 import os
 from pathlib import Path
+from typing import Any
 
 from kmi import tools
-from kmi.catalogue import Customize, Target
+from kmi.catalogue import Customize, Flavor, Target
 from kmi.errors import KmiError
 from kmi.keys import stage_key
 from kmi.stages import emulated, space
@@ -80,25 +81,35 @@ def _digest_of(path: Path) -> str:
     return hasher.hexdigest()
 
 
-def _host_files(target: Target) -> dict[str, str]:
-    base = target.flavor.source.parent
-    c = target.flavor.customize
+def flavor_config(flavor: Flavor) -> dict[str, Any]:
+    """What shapes every customized image of the flavor: its customize and sysprep settings
+    and the files they bring from the host (hashed: read once per run by the plan)."""
+    base = flavor.source.parent
+    c = flavor.customize
     named = [item.source for item in c.copy_in] + list(c.scripts)
     missing = [n for n in named if not (base / n).exists()]
     if missing:
-        raise KmiError(f"{target.flavor.source}: customize: {base / missing[0]} does not exist")
-    return {name: _digest_of(base / name) for name in named}
+        raise KmiError(f"{flavor.source}: customize: {base / missing[0]} does not exist")
+    return {
+        "customize": dataclasses.asdict(c),
+        "operations": list(flavor.sysprep.operations),
+        "host_files": {name: _digest_of(base / name) for name in named},
+    }
 
 
-def sysprep_key(target: Target, input_key: str, versions: dict[str, str]) -> str:
+def sysprep_key(
+    target: Target,
+    input_key: str,
+    versions: dict[str, str],
+    flavor: dict[str, Any] | None = None,
+) -> str:
     """Everything that shapes the customized image: the flavor's customize and sysprep
-    settings, the files they bring from the host, the tools' versions, the input's key.
-    Not the host, nor the way it customizes: a native and an emulated build of the same
-    inputs share a cache entry (the receipt says which way it was made)."""
+    settings, the files they bring from the host (`flavor`: its flavor_config, when the
+    caller has it), the tools' versions, the input's key. Not the host, nor the way it
+    customizes: a native and an emulated build of the same inputs share a cache entry (the
+    receipt says which way it was made)."""
     config = {
-        "customize": dataclasses.asdict(target.flavor.customize),
-        "operations": list(target.flavor.sysprep.operations),
-        "host_files": _host_files(target),
+        **(flavor or flavor_config(target.flavor)),
         "arch": str(target.arch),
         "guest_steps_skipped": skips_guest_steps(target),
     }

@@ -49,7 +49,8 @@ def guarded(action: Callable[..., None]) -> Callable[..., TaskFailed | None]:
 
     def run(*args: Any) -> TaskFailed | None:
         try:
-            action(*args)
+            with CTX.acting():
+                action(*args)
         except KmiError as err:
             return TaskFailed(str(err))
         return None

@@ -28,7 +28,16 @@ class KmiReporter(ConsoleReporter):  # type: ignore[misc]
         except KmiError as err:
             self.write(f"ERROR: {err}\n")
             raise SystemExit(3) from None
+        CTX.stamp_follows_tasks = True
         super().initialize(tasks, selected_tasks)
+
+    def add_success(self, task: Any) -> None:
+        CTX.task_ended()
+        super().add_success(task)
+
+    def add_failure(self, task: Any, exception: Any) -> None:
+        CTX.task_ended()
+        super().add_failure(task, exception)
 
     def _write_failure(self, result: dict[str, Any], write_exception: bool = True) -> None:
         fail, task = result["exception"], result["task"]
