@@ -137,3 +137,25 @@ def test_an_arch_without_its_emulator_is_named(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setenv("PATH", "/nonexistent")
     missing = emulated.available("s390x")
     assert missing is not None and "qemu-system-s390x" in missing
+
+
+def test_an_image_that_does_not_boot_fails_at_once(tmp_path: Path) -> None:
+    """A blank disk under real QEMU: the firmware finds nothing to boot, and the stage says
+    so with the console's last lines instead of waiting for its deadline."""
+    import time
+
+    flavor = load_catalogue(REPO / "distros").flavor("debian")
+    target = Target(flavor, flavor.versions[0], Arch.AMD64)
+    blank = tmp_path / "blank.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(blank), "1G"], check=True)
+    console = tmp_path / "console.log"
+    started = time.monotonic()
+    with pytest.raises(KmiError) as err:
+        emulated.customize(
+            target, blank, tmp_path / "sysprep.log", {}, emulated.Boot("tcg", 600, console)
+        )
+    assert time.monotonic() - started < 300  # not the 600 s deadline
+    first = str(err.value).splitlines()[0]
+    assert first == (
+        f"the image did not boot for its customization (Boot failed: not a bootable disk); console: {console}"
+    )
