@@ -8,4 +8,4 @@ bash scripts/setup.sh
 # cached): side by side, since one waits on Debian's mirror while the other runs arm64
 # programs through qemu-user. Already built: no time at all.
 .venv/bin/python -m kmi.demo.fixture amd64 arm64
-exec .venv/bin/python -m pytest -q "$@"
+exec .venv/bin/python -m pytest -q --durations=20 "$@"

@@ -157,5 +157,6 @@ def test_an_image_that_does_not_boot_fails_at_once(tmp_path: Path) -> None:
     assert time.monotonic() - started < 300  # not the 600 s deadline
     first = str(err.value).splitlines()[0]
     assert first == (
-        f"the image did not boot for its customization (Boot failed: not a bootable disk); console: {console}"
+        "the image did not boot for its customization (Boot failed: not a bootable disk); "
+        f"console: {console}"
     )

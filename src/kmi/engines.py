@@ -52,7 +52,7 @@ def engine_for(ctx: Context) -> Engine:
     return Buildx(ctx) if ctx.settings.engine == "buildx" else Native(ctx)
 
 
-def _spec(ctx: Context, target: Target) -> tuple[str, oci.ImageSpec]:
+def spec_of(ctx: Context, target: Target) -> tuple[str, oci.ImageSpec]:
     """The build key and the image's spec, annotated with how its disk was customized
     (from the final disk's receipt: the way travels with the disk, also through the stage
     cache; not in the key, which is the same either way)."""
@@ -103,7 +103,7 @@ class Native:
         from kmi.progress import Progress
 
         ctx, name = self.ctx, target.name
-        key, spec = _spec(ctx, target)
+        key, spec = spec_of(ctx, target)
         disk, layout = ctx.paths.disk(name), ctx.paths.layout(name)
         if ctx.restored(name, receipts.Build, key, layout):
             return
@@ -226,7 +226,7 @@ class Buildx:
 
     def build(self, target: Target) -> None:
         ctx, name = self.ctx, target.name
-        native, spec = _spec(ctx, target)
+        native, spec = spec_of(ctx, target)
         destination = self.destination(target)
         if destination is None:
             raise KmiError(

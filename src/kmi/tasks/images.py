@@ -10,6 +10,7 @@ from doit import task_params
 
 from kmi import docs, publishing, receipts
 from kmi.catalogue import Target
+from kmi.engines import spec_of
 from kmi.errors import KmiError
 from kmi.files import write_if_changed
 from kmi.progress import say
@@ -93,13 +94,12 @@ def render_bake(image: str) -> tuple[str, list[Target]]:
         raise KmiError(f"{image}: no current final disk; run: doit sparsify")
     found = {}
     for target in ready:
-        keys = CTX.plan.keys(target)
-        assert keys is not None and keys.spec is not None  # a current final disk is pinned
+        _, spec = spec_of(CTX, target)  # what the native engine would write
         repository = publishing.repository_of(CTX, target.flavor.name)
         registry = CTX.settings.registry
         insecure = registry is not None and registry.scheme == "http"
         context = CTX.paths.bake_context(target.name)
-        found[target.name] = bake_stage.bake_target(keys.spec, context, repository, insecure)
+        found[target.name] = bake_stage.bake_target(spec, context, repository, insecure)
     return bake_stage.definition(image, found), ready
 
 
