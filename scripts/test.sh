@@ -1,11 +1,10 @@
 #!/usr/bin/env bash
 # Set up, then run the whole test suite: ruff, mypy --strict and pytest (real gpg, real
 # HTTP server on loopback, real doit, real libguestfs and QEMU on the fixture images).
+# The fixture images (amd64 and arm64, built once per machine and version of their
+# scripts) build in the background while the tests that do not need them run first
+# (tests/conftest.py); the 20 slowest tests are listed at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-# The two fixture images (built once per machine and version of their scripts, then
-# cached): side by side, since one waits on Debian's mirror while the other runs arm64
-# programs through qemu-user. Already built: no time at all.
-.venv/bin/python -m kmi.demo.fixture amd64 arm64
 exec .venv/bin/python -m pytest -q --durations=20 "$@"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -14,6 +16,39 @@ from kmi.demo.server import MirrorServer
 from kmi.demo.upstreams import SigningKey, Upstreams, environment, pin_key
 
 REPO = Path(__file__).resolve().parent.parent
+# Modules whose tests run on the fixture images (built once per machine, minutes): they run
+# last, and the images build in the background while the other tests run.
+ON_FIXTURES = {"test_arm64", "test_boottest", "test_space", "test_sysprep_real"}
+_building: list[subprocess.Popen[bytes]] = []
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def on_fixtures(item: pytest.Item) -> bool:
+        return item.nodeid.split("::")[0].rsplit("/", 1)[-1].removesuffix(".py") in ON_FIXTURES
+
+    items.sort(key=on_fixtures)  # stable: the order within each group stays
+    from kmi.demo import fixture
+
+    missing = [arch for arch in ("amd64", "arm64") if fixture.cached(arch) is None]
+    if missing and any(on_fixtures(item) for item in items):
+        log = fixture.cache_dir() / "background-build.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        print(f"\nbuilding the fixture images ({', '.join(missing)}) meanwhile; log: {log}")
+        _building.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "kmi.demo.fixture", *missing],
+                stdout=log.open("wb"),
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        )
+
+
+def pytest_sessionfinish() -> None:
+    for build in _building:  # only when the session ends before the tests needing it
+        if build.poll() is None:
+            os.killpg(build.pid, signal.SIGTERM)
+            build.wait()
 
 
 @pytest.fixture(scope="session")
