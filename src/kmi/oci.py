@@ -257,7 +257,14 @@ def _zstd(
     1.5 / Docker 23 cannot pull it."""
     if shutil.which("zstd") is None:
         raise KmiError("zstd layers need the zstd program (Debian/Fedora package: zstd)")
-    proc = subprocess.Popen(["zstd", "-q", "-3", "-T0", "-c"], stdin=subprocess.PIPE, stdout=out)
+    from kmi.tools import die_with_parent
+
+    proc = subprocess.Popen(
+        ["zstd", "-q", "-3", "-T0", "-c"],
+        stdin=subprocess.PIPE,
+        stdout=out,
+        preexec_fn=die_with_parent(),  # dies with kmi, like every tool
+    )
     assert proc.stdin is not None
     try:
         for piece in tar_stream(disk, mtime):
