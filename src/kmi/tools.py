@@ -102,6 +102,24 @@ def full(folder: Path | None) -> bool:
         return False
 
 
+class FillWatch:
+    """Polled: whether the filesystem of `folder` is full and has stayed so for two polls
+    (QEMU pauses a guest or appliance whose write fails for want of space, so a full disk
+    otherwise shows as a hang)."""
+
+    def __init__(self, folder: Path | None) -> None:
+        self.folder = folder
+        self.since: float | None = None
+
+    def stays_full(self) -> bool:
+        if not full(self.folder):
+            self.since = None
+            return False
+        now = time.monotonic()
+        self.since = self.since or now
+        return now - self.since >= 2 * POLL_SECONDS
+
+
 def _command(argv: list[str], **options: Any) -> sh.RunningCommand:
     """Every tool kmi runs starts here: on pipes, never a pseudo-terminal (no colour codes
     in logs, as under CI), and killed with kmi whatever signal kills kmi."""
@@ -140,14 +158,10 @@ def _run_watched(
     done = threading.Event()
 
     def watch() -> None:
-        deadline, full_since = time.monotonic() + timeout, None
+        deadline, filling = time.monotonic() + timeout, FillWatch(space)
         while not done.wait(POLL_SECONDS):
-            if full(space):
-                full_since = full_since or time.monotonic()
-                if time.monotonic() - full_since >= 2 * POLL_SECONDS:  # full, and staying so
-                    reason.append("full")
-            else:
-                full_since = None
+            if filling.stays_full():
+                reason.append("full")
             if time.monotonic() >= deadline:
                 reason.append("timeout")
             if reason:

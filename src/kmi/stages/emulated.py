@@ -240,11 +240,11 @@ def _boot(qemu: tools.Tool, args: list[str], log: Path, run: Run, boot: Boot) ->
     or when the filesystem the image is on stays full (QEMU pauses a guest whose write
     fails for want of space: without this, a wait until the deadline)."""
     deadline = time.monotonic() + boot.timeout
-    here, full_since = run.overlay.parent, None
+    here = run.overlay.parent
+    filling = tools.FillWatch(here)
     with tools.spawn(qemu, args, log) as guest:
         while (code := guest.exit_code()) is None:
-            full_since = (full_since or time.monotonic()) if tools.full(here) else None
-            if full_since is not None and time.monotonic() - full_since >= 2 * POLL_SECONDS:
+            if filling.stays_full():
                 raise tools.filled_up(here, f"{qemu.command} (the customization boot)", log)
             fatal = fatal_in(run.console, run.firmware_log)
             if fatal is not None:  # a firmware or kernel failure: it will not come up
