@@ -3,7 +3,7 @@ the guest agent, with a local package repository beside it, as the amd64 fixture
 into a containerdisk on this amd64 machine. sysprep installs the agent by booting the image
 under qemu-system-aarch64 (UEFI, TCG); the boot test then passes every check on the result.
 
-The arm64 fixture takes about 11 minutes to build here with qemu-user-static, once per
+The arm64 fixture takes about 9 minutes to build here with qemu-user-static, once per
 version of its script (cached like the amd64 one)."""
 
 from __future__ import annotations
