@@ -103,3 +103,29 @@ def test_the_keys_are_the_same_on_every_host(ctx: Context) -> None:
     ).keys(arm)
     assert here is not None and here.sysprep is not None
     assert here == elsewhere
+
+
+def test_the_recipe_ignores_the_tools_but_not_what_shapes_the_image(ctx: Context) -> None:
+    """A runner with other libguestfs and qemu-img versions makes other keys (its local
+    cache) but the same recipe, so the discover job can tell from the registry what needs
+    a build job; a change to the catalogue entry changes both."""
+    from kmi.plan import Plan
+    from kmi.stages.containerdisk import RECIPE
+
+    target = ctx.targets[TARGET]
+    here = ctx.plan.keys(target)
+    assert here is not None and here.spec is not None
+    recipe = ctx.plan.recipe(target)
+    assert recipe and here.spec.annotations[RECIPE] == recipe == here.spec.labels[RECIPE]
+
+    def upgraded() -> dict[str, str]:
+        return {name: version + " (upgraded)" for name, version in ctx.tool_versions().items()}
+
+    runner = Plan(ctx.settings, ctx.paths, ctx.plan.lock, upgraded, "arm64", ctx.plan.engine)
+    there = runner.keys(target)
+    assert there is not None and there.sysprep != here.sysprep and there.build != here.build
+    assert runner.recipe(target) == recipe
+    flavor = ctx.targets[TARGET].flavor.source
+    flavor.write_text(flavor.read_text().replace("customize:", "customize:\n  update: true", 1))
+    again = Context()
+    assert again.plan.recipe(again.targets[TARGET]) not in (None, recipe)

@@ -155,15 +155,27 @@ class Plan:
         except KmiError:  # a tool or a host file is missing: the action says which
             return TargetKeys(entry, dkey, ckey)
         test = boottest.boot_test_key(target, disk)
+        compression = self.settings.layer_compression
         try:
             spec = containerdisk.image_spec(
                 target, entry, disk, self.settings.source_date_epoch, self.settings.source_url
             )
         except KmiError:
             return TargetKeys(entry, dkey, ckey, skey, disk, test=test)
-        native = containerdisk.build_key(disk, spec, self.settings.layer_compression)
+        # the recipe: the same chain without the tools' versions, the same on every machine
+        recipe_disk = sparsify_stage.sparsify_key(
+            sysprep_stage.sysprep_key(target, ckey, {}, config), {}
+        )
+        spec = containerdisk.with_recipe(spec, recipe_disk, compression)
+        native = containerdisk.build_key(disk, spec, compression)
         build = self.engine.build_key(target, native)
         return TargetKeys(entry, dkey, ckey, skey, disk, spec, native, build, test)
+
+    def recipe(self, target: Target) -> str | None:
+        """What the target's per-arch image is made from, the same on every machine (its
+        build key without the tools' versions); None when it cannot be planned yet."""
+        keys = self.keys(target)
+        return None if keys is None or keys.spec is None else keys.spec.labels[containerdisk.RECIPE]
 
     def key(self, target: Target, stage: str) -> str | None:
         early = stage in ("download", "checksum")

@@ -56,6 +56,11 @@ def preference_of(target: Target) -> str:
 
 
 CUSTOMIZED = "kmi.customized"  # per-arch manifest annotation: "native" or "emulated"
+# Per-arch manifest annotation (and config label): what the image was made from, the same on
+# every machine (made by kmi.plan), so a CI job elsewhere can tell from the registry alone
+# whether the image published for an arch is the one tonight's lock and catalogue would make.
+RECIPE = "kmi.recipe"
+DISK_KEY = "kmi.disk.key"  # config label: the final disk's key (with tool versions: local)
 
 
 def image_annotations(
@@ -95,7 +100,7 @@ def image_spec(
         "kmi.upstream.pulled": entry.found,
         "kmi.upstream.signed-by": entry.signed_by,
     }
-    labels = {**upstream, "kmi.disk.key": disk_key, "kmi.target": target.name}
+    labels = {**upstream, DISK_KEY: disk_key, "kmi.target": target.name}
     annotations = {
         **image_annotations(target.flavor, version, entry.release, created, source_url),
         **upstream,
@@ -121,6 +126,19 @@ def build_key(disk_key: str, spec: oci.ImageSpec, compression: str) -> str:
     fields = {f.name: _plain(getattr(spec, f.name)) for f in dataclasses.fields(spec)}
     config = {"spec": fields, "compression": compression}
     return stage_key("build", config, {"kmi-build": STAGE_VERSION}, [disk_key])
+
+
+def with_recipe(spec: oci.ImageSpec, recipe_disk: str, compression: str) -> oci.ImageSpec:
+    """`spec` carrying its recipe: the build key's material without what is local to a
+    machine (the tools' versions in the disk key): `recipe_disk` is the final disk's key
+    computed without them."""
+    labels = {k: v for k, v in spec.labels.items() if k != DISK_KEY}
+    recipe = build_key(recipe_disk, dataclasses.replace(spec, labels=labels), compression)
+    return dataclasses.replace(
+        spec,
+        labels={**spec.labels, RECIPE: recipe},
+        annotations={**spec.annotations, RECIPE: recipe},
+    )
 
 
 def containerize(
