@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 from kmi.stages.containerdisk import RECIPE
+from tests.conftest import DoitRun
 from tests.test_publish import STEPS, Setup, skopeo_raw
 from tests.test_publish import setup as setup  # the fixture
 
@@ -60,3 +62,77 @@ def test_an_unreachable_registry_fails_the_matrix_with_one_line(setup: Setup) ->
     assert "Traceback" not in done.out
     failed = [line for line in done.out.splitlines() if line.startswith("FAILED ci-matrix")]
     assert len(failed) == 1 and setup.proxy.host in failed[0], done.out
+
+
+PUSHES = ["push:fixture-12-amd64", "push:twin-12-amd64"]
+
+
+def publish_job(setup: Setup, folder: str, *receipts: Path) -> DoitRun:
+    """The publish job of a night, on a runner of its own: a fresh build folder holding
+    only the push receipts the build jobs handed over."""
+    build = setup.project.work / folder
+    for receipt in receipts:
+        (build / receipt.parent.name).mkdir(parents=True, exist_ok=True)
+        shutil.copy(receipt, build / receipt.parent.name / receipt.name)
+    return setup.project.doit(
+        *STEPS, KMI_BUILD_DIR=str(build), KMI_PUBLISH_FROM="pushed", KMI_INDEX_ARCHES="built"
+    )
+
+
+def test_the_publish_job_indexes_what_the_build_jobs_pushed_and_moves_no_disk(
+    setup: Setup,
+) -> None:
+    pushed = setup.project.doit(*PUSHES)
+    assert pushed.code == 0, pushed.out
+    receipts = [setup.build / t / "push.json" for t in ("fixture-12-amd64", "twin-12-amd64")]
+    digests = [json.loads(r.read_text())["digest"] for r in receipts]
+    assert all(d.startswith("sha256:") for d in digests)
+    assert sum(r.stat().st_size for r in receipts) < 2000  # what travels between the jobs
+    sent = setup.proxy.blob_bytes()
+    assert sent > 0
+    setup.proxy.reset()
+    job = publish_job(setup, "publish-job", *receipts)
+    assert job.code == 0, job.out
+    assert setup.proxy.blob_bytes() == 0 and setup.proxy.uploads() == 0  # no disk again
+    assert f"fixture-12: amd64 {digests[0][:19]}… (pushed tonight)" in job.out
+    manifests: list[dict[str, str]] = skopeo_raw(setup.ref("fixture", "12"))["manifests"]  # type: ignore[assignment]
+    assert [m["digest"] for m in manifests] == [digests[0]]
+    assert skopeo_raw(setup.ref("twin", "latest")) == skopeo_raw(setup.ref("twin", "12-20260101"))
+    # a push receipt is enough to be done; without it, pushing again sends nothing
+    assert PUSHES[0] in setup.project.doit(PUSHES[0]).skipped()
+    receipts[0].unlink()
+    again = setup.project.doit(PUSHES[0])
+    assert again.code == 0 and "is there, nothing sent" in again.out, again.out
+
+
+def test_a_night_with_nothing_new_publishes_the_same_index_and_sends_nothing(
+    setup: Setup,
+) -> None:
+    """Published the local way (a layout here), then a publish job with no receipts at all:
+    every arch is reused from the registry and the index it makes is the one published."""
+    assert setup.project.doit(*STEPS).code == 0
+    before = skopeo_raw(setup.ref("fixture", "12"))
+    setup.proxy.reset()
+    job = publish_job(setup, "no-op-night")
+    assert job.code == 0, job.out
+    assert "fixture-12: amd64 " in job.out and "(unchanged, already in the registry)" in job.out
+    results = json.loads((setup.project.work / "no-op-night" / "results.json").read_text())
+    assert {r["status"] for r in results["images"].values()} == {"unchanged"}
+    assert {s.method for s in setup.proxy.seen} <= {"GET", "HEAD"}
+    assert skopeo_raw(setup.ref("fixture", "12")) == before
+
+
+def test_an_arch_in_neither_place_is_left_out_or_stops_the_image(setup: Setup) -> None:
+    build = setup.project.work / "empty-job"
+    done = setup.project.doit(
+        "publish:fixture-12", KMI_BUILD_DIR=str(build), KMI_PUBLISH_FROM="pushed"
+    )
+    assert done.code == 1 and "Traceback" not in done.out
+    assert (
+        "FAILED publish:fixture-12: fixture-12: not published: no image in the registry made "
+        "from tonight's recipe for fixture-12-amd64; run doit push for them"
+    ) in done.out
+    nothing = setup.project.doit("publish:fixture-12", KMI_PUBLISH_FROM="pushed", KMI_REGISTRY="")
+    assert (
+        "KMI_PUBLISH_FROM=pushed indexes what is in the registry; set KMI_REGISTRY" in nothing.out
+    )

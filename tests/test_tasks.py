@@ -41,6 +41,7 @@ def test_list_shows_families_and_every_target(project: Project) -> None:
         "download",
         "manifest",
         "publish",
+        "push",
         "sparsify",
         "status",
         "sysprep",

@@ -24,6 +24,7 @@ from kmi.stages import publish as publish_stage
 
 if TYPE_CHECKING:
     from kmi.context import Context
+    from kmi.registry_ref import Registry
 
 
 class Engine(Protocol):
@@ -37,6 +38,9 @@ class Engine(Protocol):
 
     def build(self, target: Target) -> None:
         """Make the target's per-arch image (the plan says it is needed)."""
+
+    def push(self, target: Target) -> None:
+        """push:T: the target's per-arch image in the publish registry by digest (no tag)."""
 
     def publish_needs(self, image: str, targets: list[Target]) -> list[str]:
         """The doit tasks publish:I runs after, besides the boot tests."""
@@ -81,6 +85,44 @@ def _chosen(ctx: Context, image: str) -> tuple[list[Target], list[Target]]:
     return chosen, missing
 
 
+def _push_to(ctx: Context, target: Target) -> tuple[Registry, str, str]:
+    """The registry, repository and push key of push:T; an error without a registry."""
+    registry = ctx.settings.registry
+    key = ctx.plan.key(target, "push")
+    if registry is None or key is None:
+        raise KmiError(
+            f"{target.name}: push needs a registry: set KMI_REGISTRY (push:T sends the image "
+            "by digest, for a publish job with KMI_PUBLISH_FROM=pushed to index)"
+        )
+    return registry, registry.repository(target.flavor.name), key
+
+
+def _pushed(
+    ctx: Context,
+    target: Target,
+    where: tuple[Registry, str, str],
+    manifest: tuple[str, int, str],
+    sent: int,
+) -> None:
+    registry, repository, key = where
+    digest, size, media_type = manifest
+    recipe = ctx.plan.recipe(target)
+    assert recipe is not None  # a target with a build key has a recipe
+    made = receipts.Pushed(
+        key=key,
+        target=target.name,
+        host=registry.host,
+        repository=repository,
+        digest=digest,
+        size=size,
+        media_type=media_type,
+        arch=str(target.arch),
+        recipe=recipe,
+        bytes_sent=sent,
+    )
+    receipts.write(ctx.paths.receipt(target.name, "push"), made)
+
+
 def _left_out(missing: list[Target]) -> str:
     return f" (left out, not built: {', '.join(str(t.arch) for t in missing)})" if missing else ""
 
@@ -113,6 +155,21 @@ class Native:
         meter.finish()
         say(f"{name}: containerdisk {made['manifest'][:19]}… in {layout}")
         ctx.finish(name, receipts.Build(key=key, target=name, **made), layout)
+
+    def push(self, target: Target) -> None:
+        from kmi.registry import client_for
+
+        ctx = self.ctx
+        where = _push_to(ctx, target)
+        registry, repository, _ = where
+        plan = publish_stage.Plan(
+            target.name, repository, ctx.paths.layout(target.name), tags=(), immutable=""
+        )
+        client = client_for(ctx.settings, registry)
+        known = self._known_blobs(registry.host, "")
+        manifest, out = publish_stage.push_image(client, plan, known, say, ctx.settings.progress)
+        described = (manifest.digest, manifest.size, manifest.media_type)
+        _pushed(ctx, target, where, described, out.bytes_sent)
 
     def publish_needs(self, image: str, targets: list[Target]) -> list[str]:
         return [f"manifest:{image}"]
@@ -173,20 +230,18 @@ class Native:
             ctx.results_entry(publish_stage.dry_run(plan, "<registry>", say).to_json())
             return
         client = client_for(ctx.settings, registry)
-        try:
-            outcome = publish_stage.publish(
-                client, plan, self._known_blobs(registry.host, image), say, ctx.settings.progress
-            )
-        except KmiError as err:
-            where = f"{registry.host}/{plan.repository}"
-            ctx.results_entry(publish_stage.Outcome(image, where, error=str(err)).to_json())
-            raise
-        ctx.results_entry(outcome.to_json())
+        known = self._known_blobs(registry.host, image)
+        outcome = publishing.recorded(
+            ctx,
+            image,
+            f"{registry.host}/{plan.repository}",
+            lambda: publish_stage.publish(client, plan, known, say, ctx.settings.progress),
+        )
         made = receipts.Publish(
             key=outcome.digest,
             host=registry.host,
             repository=plan.repository,
-            blobs=sorted(publish_stage.blob_digests(plan.layout)),
+            blobs=sorted(publish_stage.blob_digests(ctx.paths.image_layout(image))),
             immutable=outcome.tags[-1],  # with its digest suffix, if publish needed one
         )
         receipts.write(ctx.paths.image_receipt(image, "publish"), made)
@@ -252,6 +307,23 @@ class Buildx:
             digest=digest,
         )
         receipts.write(ctx.paths.receipt(name, "build"), made)
+
+    def push(self, target: Target) -> None:
+        """BuildKit pushed the image as it built it: only its descriptor is read back."""
+        from kmi.registry import client_for
+
+        ctx = self.ctx
+        where = _push_to(ctx, target)
+        registry, repository, _ = where
+        digest = self._pushed(target)
+        described = client_for(ctx.settings, registry).describe(repository, digest)
+        if described is None:
+            raise KmiError(
+                f"{target.name}: {registry.host}/{repository}@{digest} is not in the registry "
+                f"any more; run: doit clean build:{target.name} && doit push:{target.name}"
+            )
+        say(f"{target.name}: {registry.host}/{repository}@{digest[:19]}… pushed by buildx")
+        _pushed(ctx, target, where, described, 0)
 
     def publish_needs(self, image: str, targets: list[Target]) -> list[str]:
         return [f"build:{t.name}" for t in targets]

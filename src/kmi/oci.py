@@ -408,6 +408,19 @@ def blobs_of(layout: Path, manifest: Descriptor) -> list[Descriptor]:
     ]
 
 
+def index_data(entries: list[Descriptor], annotations: Mapping[str, str]) -> bytes:
+    """An image index over per-arch manifests, canonical: the same entries and annotations
+    give the same digest, wherever the index is made (a layout here, or a publish job that
+    has only the manifests' descriptors)."""
+    index = {
+        "schemaVersion": 2,
+        "mediaType": INDEX,
+        "manifests": [e.to_json() for e in entries],
+        "annotations": dict(annotations),
+    }
+    return canonical(index)
+
+
 def write_index(
     layout: Path, images: list[Path], annotations: Mapping[str, str], ref: str
 ) -> Descriptor:
@@ -420,12 +433,6 @@ def write_index(
             for desc in [manifest, *blobs_of(image, manifest)]:
                 _link(blob_path(image, desc.digest), blob_path(tmp, desc.digest))
             entries.append(Descriptor(MANIFEST, manifest.digest, manifest.size, manifest.platform))
-        index = {
-            "schemaVersion": 2,
-            "mediaType": INDEX,
-            "manifests": [e.to_json() for e in entries],
-            "annotations": dict(annotations),
-        }
-        desc = _put_blob(tmp / "blobs" / "sha256", canonical(index), INDEX)
+        desc = _put_blob(tmp / "blobs" / "sha256", index_data(entries, annotations), INDEX)
         _write_index_json(tmp, Descriptor(INDEX, desc.digest, desc.size, None, {REF_NAME: ref}))
     return desc

@@ -5,6 +5,7 @@ Keys chain as osbuild chains stage ids: each stage's key hashes its own settings
 of its input, so a change anywhere upstream reaches every stage after it.
 
     download -> checksum -> sysprep -> sparsify -> build (engine) -> manifest (per image)
+                                                 |        \\-> push (by digest, for CI)
                                                  \\-> test
 
 One rule decides whether a stage is needed (`Plan.needed`): not when its receipt holds the
@@ -23,6 +24,7 @@ from typing import Any, Protocol
 from kmi import oci, receipts, releases
 from kmi.catalogue import Flavor, Target
 from kmi.errors import KmiError
+from kmi.keys import stage_key
 from kmi.lock import Lock, LockEntry
 from kmi.maintained import source_key, upstream_config
 from kmi.paths import Paths
@@ -33,7 +35,8 @@ from kmi.stages import sysprep as sysprep_stage
 from kmi.stages.checksum import checksum_key
 from kmi.stages.download import download_key
 
-STAGES = ("download", "checksum", "sysprep", "sparsify", "build", "test")
+STAGES = ("download", "checksum", "sysprep", "sparsify", "build", "test", "push")
+PUSH_VERSION = "1"
 # A stage whose output only feeds the next one: not needed while that one is not needed.
 FEEDS = {"download": "checksum", "checksum": "sysprep", "sysprep": "sparsify"}
 
@@ -59,6 +62,7 @@ class TargetKeys:
     native_build: str | None = None
     build: str | None = None
     test: str | None = None
+    push: str | None = None  # None without a registry
 
     def of(self, stage: str) -> str | None:
         key: str | None = getattr(self, stage)
@@ -169,7 +173,12 @@ class Plan:
         spec = containerdisk.with_recipe(spec, recipe_disk, compression)
         native = containerdisk.build_key(disk, spec, compression)
         build = self.engine.build_key(target, native)
-        return TargetKeys(entry, dkey, ckey, skey, disk, spec, native, build, test)
+        registry = self.settings.registry
+        push = None
+        if build is not None and registry is not None:
+            where = f"{registry.host}/{registry.repository(target.flavor.name)}"
+            push = stage_key("push", {"to": where}, {"kmi-push": PUSH_VERSION}, [build])
+        return TargetKeys(entry, dkey, ckey, skey, disk, spec, native, build, test, push)
 
     def recipe(self, target: Target) -> str | None:
         """What the target's per-arch image is made from, the same on every machine (its
@@ -197,6 +206,8 @@ class Plan:
             return self.paths.disk(name)
         if stage == "build":
             return self.engine.build_output(name)
+        if stage == "push":
+            return None  # the registry holds it
         raise ValueError(stage)
 
     def recorded(self, target: Target, stage: str) -> bool:

@@ -3,6 +3,7 @@ where the image goes. The engines (kmi.engines) and the docs use these."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from kmi import maintained, receipts, releases
@@ -12,6 +13,7 @@ from kmi.settings import Settings
 
 if TYPE_CHECKING:
     from kmi.context import Context
+    from kmi.stages.publish import Outcome
 
 
 def gated(flavor: Flavor, settings: Settings) -> bool:
@@ -73,3 +75,16 @@ def planned_tag(ctx: Context, image: str, chosen: list[Target]) -> str:
     version = ctx.images[image][0].version.version
     pinned = [e.release for t in chosen if (e := ctx.pinned(t)) is not None]
     return releases.build_tag(version, releases.newest(pinned)) if pinned else ""
+
+
+def recorded(ctx: Context, image: str, where: str, push: Callable[[], Outcome]) -> Outcome:
+    """Run one image's push; its outcome, or its error, goes into results.json."""
+    from kmi.stages.publish import Outcome
+
+    try:
+        outcome = push()
+    except KmiError as err:
+        ctx.results_entry(Outcome(image, where, error=str(err)).to_json())
+        raise
+    ctx.results_entry(outcome.to_json())
+    return outcome

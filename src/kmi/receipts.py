@@ -146,6 +146,24 @@ class PushedBuild(Receipt):
 
 
 @dataclass(frozen=True, kw_only=True)
+class Pushed(Receipt):
+    """push:T — the target's per-arch image in the publish registry by digest (no tag):
+    what the publish job of a nightly needs of it (KMI_PUBLISH_FROM=pushed), in a few
+    hundred bytes."""
+
+    STAGE: ClassVar[str] = "push"
+    target: str
+    host: str
+    repository: str
+    digest: str
+    size: int
+    media_type: str
+    arch: str
+    recipe: str
+    bytes_sent: int = 0
+
+
+@dataclass(frozen=True, kw_only=True)
 class Test(Receipt):
     """A passed boot test (kmi.boottest.report.Report.to_json)."""
 

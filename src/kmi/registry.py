@@ -10,6 +10,7 @@ Credentials and tokens never appear in a message.
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Callable, Mapping
 from contextlib import nullcontext
 from pathlib import Path
@@ -223,6 +224,30 @@ class Client:
             return digest
         got = self.request("GET", repository, url, (200,), {"Accept": ACCEPT})
         return "sha256:" + hashlib.sha256(got.content).hexdigest()
+
+    def describe(self, repository: str, reference: str) -> tuple[str, int, str] | None:
+        """(digest, size, media type) of a manifest, from one HEAD; None when it is missing."""
+        url = self.url(repository, f"manifests/{reference}")
+        response = self.request("HEAD", repository, url, (200, 404), {"Accept": ACCEPT})
+        if response.status_code == 404:
+            return None
+        digest = response.headers.get("Docker-Content-Digest", "")
+        media_type = response.headers.get("Content-Type", "").split(";")[0].strip()
+        try:
+            size = int(response.headers.get("Content-Length", ""))
+        except ValueError:
+            size = -1
+        if digest.startswith("sha256:") and size >= 0 and media_type:
+            return digest, size, media_type
+        data = self.get_manifest(repository, reference)  # a registry that says less on HEAD
+        if data is None:
+            return None
+        try:
+            found = json.loads(data)
+        except (ValueError, UnicodeDecodeError):
+            raise KmiError(f"{url}: the registry returned a manifest that is not JSON") from None
+        kind = found.get("mediaType") if isinstance(found, dict) else None
+        return "sha256:" + hashlib.sha256(data).hexdigest(), len(data), str(kind or media_type)
 
     def get_manifest(self, repository: str, reference: str) -> bytes | None:
         """A manifest's bytes, or None when the registry lacks it."""

@@ -49,6 +49,7 @@ class Settings:
     registry_password: str = field(default="", repr=False)
     layer_compression: str = "gzip-stored"
     index_arches: str = "all"
+    publish_from: str = "local"
     source_url: str = ""
     source_date_epoch: int | None = None
     test_timeouts: tuple[tuple[str, float], ...] = DEFAULT_TEST_TIMEOUTS
@@ -298,6 +299,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("KMI_INDEX_ARCHES", "index_arches", "all", choice("all", "built"),
             "`all`: `manifest:I` needs every arch of I built; `built`: index the arches whose "
             "containerdisk is built and current (the others are listed as left out)"),
+    Setting("KMI_PUBLISH_FROM", "publish_from", "local", choice("local", "pushed"),
+            "what `publish` indexes: `local`, the per-arch images of this build folder (built "
+            "first when needed); `pushed`, those that `push:T` put in the registry by digest "
+            "(their receipts, e.g. from other CI jobs) and, for the other arches, what the "
+            "registry already holds made from the same recipe: it builds and uploads no disk"),
     Setting("KMI_SOURCE_URL", "source_url", "", text,
             "`org.opencontainers.image.source` of the images (e.g. your catalogue repository)"),
     Setting("SOURCE_DATE_EPOCH", "source_date_epoch", "", epoch,

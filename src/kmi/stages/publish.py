@@ -1,4 +1,5 @@
-"""publish:I — push an image index and its manifests and blobs, then move its tags.
+"""publish:I — push an image index and its manifests and blobs, then move its tags; and
+push:T — one per-arch image by digest, for a publish job elsewhere to index.
 
 Order is what makes a failure harmless: blobs (HEAD first; mounted from another repository
 of the registry when one is known to hold them; uploaded otherwise), then each manifest by
@@ -28,7 +29,7 @@ class Plan:
 
     image: str  # <flavor>-<version>
     repository: str  # the repository path in the registry, e.g. containerdisks/fedora
-    layout: Path  # the image's OCI layout (its index)
+    layout: Path | None  # the OCI layout (an index, or push:T's one image); None: all pushed
     tags: tuple[str, ...]  # tags moved to every new build: <version>, maybe latest
     immutable: str  # set once for this build and never moved: <version>-<release>
 
@@ -74,6 +75,7 @@ def blob_digests(layout: Path) -> set[str]:
 
 def dry_run(plan: Plan, registry: str, say: Callable[[str], None]) -> Outcome:
     """What would be pushed, without a registry."""
+    assert plan.layout is not None
     index, manifests = _contents(plan.layout)
     size = sum(b.size for _, blobs in manifests for b in blobs)
     tags = [*plan.tags, plan.immutable]
@@ -99,6 +101,11 @@ class _Pusher:
         self.repo = plan.repository
         self.outcome = Outcome(plan.image, f"{client.registry.host}/{plan.repository}")
 
+    @property
+    def layout(self) -> Path:
+        assert self.plan.layout is not None  # only what is in a layout is uploaded
+        return self.plan.layout
+
     def blob(self, desc: oci.Descriptor) -> None:
         if self.client.has_blob(self.repo, desc.digest):
             self.outcome.blobs_present += 1
@@ -109,17 +116,23 @@ class _Pusher:
             return
         meter = Progress(f"{self.plan.image}: push {desc.digest[7:19]}", desc.size, self.progress)
         sent = self.client.upload(
-            self.repo, desc.digest, oci.blob_path(self.plan.layout, desc.digest), meter.advance
+            self.repo, desc.digest, oci.blob_path(self.layout, desc.digest), meter.advance
         )
         if desc.size > 1 << 20:
             meter.finish()
         self.outcome.blobs_sent += 1
         self.outcome.bytes_sent += sent
 
-    def manifest(self, desc: oci.Descriptor, reference: str) -> None:
-        data = oci.blob_path(self.plan.layout, desc.digest).read_bytes()
+    def manifest(self, desc: oci.Descriptor, reference: str, data: bytes | None = None) -> None:
+        if data is None:
+            data = oci.blob_path(self.layout, desc.digest).read_bytes()
         self.client.put_manifest(self.repo, reference, data, desc.media_type)
         self.outcome.bytes_sent += len(data)
+
+    def image(self, manifest: oci.Descriptor, blobs: list[oci.Descriptor]) -> None:
+        for blob in blobs:
+            self.blob(blob)
+        self.manifest(manifest, manifest.digest)
 
 
 def publish(
@@ -129,12 +142,36 @@ def publish(
     say: Callable[[str], None],
     progress: str = "auto",
 ) -> Outcome:
-    """Push `plan` to the registry of `client`; `known` maps blob digests to repositories of
-    the same registry that hold them (for mounts). Raises KmiError on failure."""
-    started = time.monotonic()
+    """Push `plan` (its layout: an index over per-arch images) to the registry of `client`;
+    `known` maps blob digests to repositories of the same registry that hold them (for
+    mounts). Raises KmiError on failure."""
+    assert plan.layout is not None
     index, manifests = _contents(plan.layout)
-    pusher = _Pusher(client, plan, known, progress)
-    out = pusher.outcome
+    data = oci.blob_path(plan.layout, index.digest).read_bytes()
+
+    def arches(pusher: _Pusher) -> None:
+        for manifest, blobs in manifests:
+            pusher.image(manifest, blobs)
+
+    return _publish(_Pusher(client, plan, known, progress), index, data, arches, say)
+
+
+def publish_index(client: Client, plan: Plan, data: bytes, say: Callable[[str], None]) -> Outcome:
+    """Push an index whose per-arch manifests the registry already holds (push:T put them
+    there, or an earlier night), then move the tags; nothing else is sent."""
+    index = oci.Descriptor(oci.INDEX, oci.sha256_of(data), len(data))
+    return _publish(_Pusher(client, plan, {}, "none"), index, data, None, say)
+
+
+def _publish(
+    pusher: _Pusher,
+    index: oci.Descriptor,
+    data: bytes,
+    arches: Callable[[_Pusher], None] | None,
+    say: Callable[[str], None],
+) -> Outcome:
+    started = time.monotonic()
+    client, plan, out = pusher.client, pusher.plan, pusher.outcome
     out.digest = index.digest
     out.tags = [*plan.tags, _immutable_tag(client, plan, index.digest, say)]
     remote = {t: client.manifest_digest(pusher.repo, t) for t in out.tags}
@@ -143,14 +180,12 @@ def publish(
         say(f"{plan.image}: unchanged at {out.reference} ({index.digest[:19]}…), nothing sent")
         return out
     if client.manifest_digest(pusher.repo, index.digest) != index.digest:
-        for manifest, blobs in manifests:
-            for blob in blobs:
-                pusher.blob(blob)
-            pusher.manifest(manifest, manifest.digest)
-        pusher.manifest(index, index.digest)
+        if arches is not None:
+            arches(pusher)
+        pusher.manifest(index, index.digest, data)
     for tag in out.tags:
         if remote[tag] != index.digest:
-            pusher.manifest(index, tag)
+            pusher.manifest(index, tag, data)
     out.status, out.seconds = "pushed", time.monotonic() - started
     say(
         f"{plan.image}: pushed {index.digest[:19]}… to {out.reference}:{{{','.join(out.tags)}}}"
@@ -158,6 +193,36 @@ def publish(
         f"{out.blobs_present} already there, {out.blobs_mounted} mounted"
     )
     return out
+
+
+def push_image(
+    client: Client,
+    plan: Plan,
+    known: Mapping[str, str],
+    say: Callable[[str], None],
+    progress: str = "auto",
+) -> tuple[oci.Descriptor, Outcome]:
+    """push:T — the one image of `plan.layout` (a per-arch layout) by digest, no tag: its
+    blobs (or mounts) and its manifest, unless the registry has the manifest already."""
+    assert plan.layout is not None
+    started = time.monotonic()
+    pusher = _Pusher(client, plan, known, progress)
+    manifest = oci.top(plan.layout)
+    out = pusher.outcome
+    out.digest = manifest.digest
+    if client.manifest_digest(pusher.repo, manifest.digest) == manifest.digest:
+        out.status = "unchanged"
+        say(f"{plan.image}: {out.reference}@{manifest.digest[:19]}… is there, nothing sent")
+    else:
+        pusher.image(manifest, oci.blobs_of(plan.layout, manifest))
+        out.status = "pushed"
+        say(
+            f"{plan.image}: pushed {out.reference}@{manifest.digest[:19]}… (no tag) — "
+            f"{human(out.bytes_sent)} sent, {out.blobs_sent} blob(s) uploaded, "
+            f"{out.blobs_present} already there, {out.blobs_mounted} mounted"
+        )
+    out.seconds = time.monotonic() - started
+    return manifest, out
 
 
 def _immutable_tag(client: Client, plan: Plan, digest: str, say: Callable[[str], None]) -> str:

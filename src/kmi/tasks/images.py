@@ -150,7 +150,12 @@ REGISTRY_PARAM = {
 
 
 def run_publish(image: str) -> None:
-    CTX.engine.publish(image)
+    if CTX.settings.publish_from == "pushed":
+        from kmi.assemble import publish_pushed
+
+        publish_pushed(CTX, image)
+    else:
+        CTX.engine.publish(image)
 
 
 @task_params([REGISTRY_PARAM])  # type: ignore[untyped-decorator]
@@ -163,6 +168,7 @@ def task_publish(registry: str = "") -> Iterator[TaskDict]:
             from doit.exceptions import InvalidCommand
 
             raise InvalidCommand(str(err)) from None
+    pushed = CTX.settings.publish_from == "pushed"  # builds nothing: indexes the registry's
     for image, targets in images().items():
         needed = _needed(targets)
         gated = publishing.gated(targets[0].flavor, CTX.settings)
@@ -171,7 +177,7 @@ def task_publish(registry: str = "") -> Iterator[TaskDict]:
             "name": image,
             "doc": f"{image} -> <registry>/{targets[0].flavor.name}:{targets[0].version.version}",
             "actions": [(guarded(run_publish), [image])],
-            "task_dep": [*CTX.engine.publish_needs(image, needed), *tests],
+            "task_dep": [] if pushed else [*CTX.engine.publish_needs(image, needed), *tests],
             "uptodate": [False],  # the registry's state is checked on every run: a few HEADs
             "clean": [(remove, [[CTX.paths.image_receipt(image, "publish")]])],
             "verbosity": 2,

@@ -285,3 +285,25 @@ def task_test() -> Iterator[TaskDict]:
         return [logs / "test-checks.json", logs / "test-console.log"]
 
     yield from per_target("test", run_test, needs="sparsify", clean=outputs)
+
+
+# --- push (the per-arch image by digest, for a publish job elsewhere) -----------------------
+
+
+def run_push(target: Target) -> None:
+    from kmi import discover
+
+    discover.refuse_unsigned(CTX.http, target)
+    CTX.engine.push(target)
+
+
+def task_push() -> Iterator[TaskDict]:
+    """Push each per-arch image to KMI_REGISTRY by digest, no tag (after its boot test where
+    the flavor requires one), for `publish` with KMI_PUBLISH_FROM=pushed to index."""
+    from kmi.publishing import gated
+
+    for task in per_target("push", run_push, needs="build"):
+        target = CTX.targets.get(task["name"])
+        if target is not None and gated(target.flavor, CTX.settings):
+            task["task_dep"] = [*task["task_dep"], f"test:{target.name}"]
+        yield task
