@@ -11,6 +11,7 @@ from pathlib import Path
 
 from kmi.stages.containerdisk import RECIPE
 from tests.conftest import DoitRun
+from tests.test_containerdisk import run
 from tests.test_publish import STEPS, Setup, skopeo_raw
 from tests.test_publish import setup as setup  # the fixture
 
@@ -75,7 +76,11 @@ def publish_job(setup: Setup, folder: str, *receipts: Path) -> DoitRun:
         (build / receipt.parent.name).mkdir(parents=True, exist_ok=True)
         shutil.copy(receipt, build / receipt.parent.name / receipt.name)
     return setup.project.doit(
-        *STEPS, KMI_BUILD_DIR=str(build), KMI_PUBLISH_FROM="pushed", KMI_INDEX_ARCHES="built"
+        *STEPS,
+        KMI_BUILD_DIR=str(build),
+        KMI_PUBLISH_FROM="pushed",
+        KMI_INDEX_ARCHES="built",
+        GITHUB_STEP_SUMMARY=str(build / "summary.md"),
     )
 
 
@@ -98,6 +103,10 @@ def test_the_publish_job_indexes_what_the_build_jobs_pushed_and_moves_no_disk(
     manifests: list[dict[str, str]] = skopeo_raw(setup.ref("fixture", "12"))["manifests"]  # type: ignore[assignment]
     assert [m["digest"] for m in manifests] == [digests[0]]
     assert skopeo_raw(setup.ref("twin", "latest")) == skopeo_raw(setup.ref("twin", "12-20260101"))
+    page = (setup.project.work / "publish-job" / "summary.md").read_text()  # the job's summary
+    assert page.startswith("### kmi: `doit publish:fixture-12 publish:twin-12`\n")
+    assert f"| fixture-12 | pushed | {job_digest(setup, 'fixture')} |" in page
+    assert "FAILED" not in page
     # a push receipt is enough to be done; without it, pushing again sends nothing
     assert PUSHES[0] in setup.project.doit(PUSHES[0]).skipped()
     receipts[0].unlink()
@@ -122,16 +131,34 @@ def test_a_night_with_nothing_new_publishes_the_same_index_and_sends_nothing(
     assert skopeo_raw(setup.ref("fixture", "12")) == before
 
 
-def test_an_arch_in_neither_place_is_left_out_or_stops_the_image(setup: Setup) -> None:
+def job_digest(setup: Setup, flavor: str) -> str:
+    """The first 19 characters of the index digest that `flavor:12` points at."""
+    import hashlib
+
+    raw = run("skopeo", "inspect", "--raw", "--tls-verify=false", setup.ref(flavor, "12"))
+    return f"sha256:{hashlib.sha256(raw.encode()).hexdigest()}"[:19]
+
+
+def test_an_arch_in_neither_place_is_left_out_or_stops_the_image(
+    setup: Setup, tmp_path: Path
+) -> None:
     build = setup.project.work / "empty-job"
+    page = tmp_path / "summary.md"
+    page.write_text("earlier step\n")
     done = setup.project.doit(
-        "publish:fixture-12", KMI_BUILD_DIR=str(build), KMI_PUBLISH_FROM="pushed"
+        "publish:fixture-12",
+        KMI_BUILD_DIR=str(build),
+        KMI_PUBLISH_FROM="pushed",
+        GITHUB_STEP_SUMMARY=str(page),
     )
     assert done.code == 1 and "Traceback" not in done.out
-    assert (
-        "FAILED publish:fixture-12: fixture-12: not published: no image in the registry made "
-        "from tonight's recipe for fixture-12-amd64; run doit push for them"
-    ) in done.out
+    failed = (
+        "fixture-12: not published: no image in the registry made from tonight's recipe for "
+        "fixture-12-amd64; run doit push for them"
+    )
+    assert f"FAILED publish:fixture-12: {failed}" in done.out
+    assert f"- **FAILED** `publish:fixture-12`: {failed}" in page.read_text()
+    assert page.read_text().startswith("earlier step\n### kmi: ")
     nothing = setup.project.doit("publish:fixture-12", KMI_PUBLISH_FROM="pushed", KMI_REGISTRY="")
     assert (
         "KMI_PUBLISH_FROM=pushed indexes what is in the registry; set KMI_REGISTRY" in nothing.out

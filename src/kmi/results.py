@@ -85,22 +85,28 @@ def test_rows(entries: Mapping[str, Any]) -> list[tuple[str, ...]]:
     return rows
 
 
-def summary(path: Path, run: str) -> str:
-    """The tables of this run's entries, or '' when the run tested and published nothing."""
+def _of_run(path: Path, run: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """This run's test entries and publish entries."""
     data = read_results(path)
     tested = {k: v for k, v in (data.get("tests") or {}).items() if v.get("run") == run}
     mine = {k: v for k, v in (data.get("images") or {}).items() if v.get("run") == run}
+    return tested, mine
+
+
+def summary(path: Path, run: str) -> str:
+    """The tables of this run's entries, or '' when the run tested and published nothing."""
+    tested, mine = _of_run(path, run)
     lines = _table(test_rows(tested)) if tested else []
     if lines and mine:
         lines.append("")
     if mine:
-        lines += _publish_lines(mine)
+        lines += _table(_publish_rows(mine))
     if not lines:
         return ""
     return "\n".join(lines) + f"\n(written to {path})\n"
 
 
-def _publish_lines(mine: Mapping[str, Any]) -> list[str]:
+def _publish_rows(mine: Mapping[str, Any]) -> list[tuple[str, ...]]:
     rows: list[tuple[str, ...]] = [COLUMNS]
     for name in sorted(mine):
         e = mine[name]
@@ -109,4 +115,28 @@ def _publish_lines(mine: Mapping[str, Any]) -> list[str]:
         sent = e.get("bytes_sent")
         size = human(sent) if isinstance(sent, int) else "-"
         rows.append((name, str(e.get("status", "")), digest, size, detail))
-    return _table(rows)
+    return rows
+
+
+def _markdown(rows: list[tuple[str, ...]]) -> list[str]:
+    cells = [[c.replace("|", "\\|") for c in row] for row in rows]
+    head = "| " + " | ".join(cells[0]) + " |"
+    rule = "|" + "|".join(" --- " for _ in cells[0]) + "|"
+    return [head, rule, *("| " + " | ".join(row) + " |" for row in cells[1:])]
+
+
+def job_summary(path: Path, run: str, command: str, failures: list[tuple[str, str]]) -> str:
+    """This run in Markdown for a CI job's summary page (GitHub's GITHUB_STEP_SUMMARY): what
+    failed and why (each failure's first line), then this run's test and publish tables;
+    '' when the run had none of these."""
+    tested, mine = _of_run(path, run)
+    if not (failures or tested or mine):
+        return ""
+    lines = [f"### kmi: `{command}`", ""]
+    if failures:
+        lines += [f"- **FAILED** `{task}`: {why}" for task, why in failures] + [""]
+    if tested:
+        lines += [*_markdown(test_rows(tested)), ""]
+    if mine:
+        lines += [*_markdown(_publish_rows(mine)), ""]
+    return "\n".join(lines) + "\n"

@@ -29,6 +29,8 @@ class KmiReporter(ConsoleReporter):  # type: ignore[misc]
             self.write(f"ERROR: {err}\n")
             raise SystemExit(3) from None
         CTX.stamp_follows_tasks = True
+        self.failed_lines: list[tuple[str, str]] = []
+        self.command = " ".join(["doit", *(selected_tasks or [])])
         super().initialize(tasks, selected_tasks)
 
     def add_success(self, task: Any) -> None:
@@ -43,6 +45,8 @@ class KmiReporter(ConsoleReporter):  # type: ignore[misc]
         fail, task = result["exception"], result["task"]
         if isinstance(fail, TaskFailed):
             self.write(f"FAILED {task.name}: {fail.message}\n")
+            first = (fail.message.strip().splitlines() or ["failed"])[0]
+            self.failed_lines.append((task.name, first))
         elif isinstance(fail, UnmetDependency):
             self.write(f"SKIPPED {task.name}: a task it needs failed\n")
         else:
@@ -61,8 +65,29 @@ class KmiReporter(ConsoleReporter):  # type: ignore[misc]
             table = results.summary(CTX.paths.results(), CTX.run_id)
             if table:
                 self.write(table)
+        self._job_summary()
         if self.runtime_errors:
             self.write("Execution aborted.\n" + "\n".join(self.runtime_errors) + "\n")
+
+    def _job_summary(self) -> None:
+        """In a GitHub Actions job, this run's failures and tables on the run's summary page
+        (every job's summary shows there: a red night says what failed and why)."""
+        where = os.environ.get("GITHUB_STEP_SUMMARY", "")
+        if not where:
+            return
+        from kmi import results
+
+        with contextlib.suppress(KmiError):
+            text = results.job_summary(
+                CTX.paths.results(), CTX.run_id, self.command, self.failed_lines
+            )
+            if not text:
+                return
+            try:
+                with open(where, "a", encoding="utf-8") as out:
+                    out.write(text)
+            except OSError as err:
+                self.write(f"kmi: cannot write the job summary to {where}: {err.strerror}\n")
 
 
 def _interrupted(signum: int, frame: object) -> None:
