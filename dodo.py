@@ -2,7 +2,7 @@
 
 from kmi.tasks.ci import task_ci_matrix
 from kmi.tasks.config import doit_config
-from kmi.tasks.images import task_bake, task_docs, task_manifest, task_publish
+from kmi.tasks.images import task_bake, task_docs, task_manifest, task_prune, task_publish
 from kmi.tasks.status import task_status
 from kmi.tasks.targets import (
     task_build,
@@ -27,6 +27,7 @@ __all__ = [
     "task_docs",
     "task_download",
     "task_manifest",
+    "task_prune",
     "task_publish",
     "task_push",
     "task_sparsify",

@@ -38,9 +38,9 @@ def test_the_workflow_runs_task_families_that_exist(project: Project) -> None:
         for run in runs
         for command in re.findall(r"\.venv/bin/doit ([^\n]+)", run)
         for word in re.sub(r"\$\{\{.*?\}\}", "T", command).split()
-        if not word.startswith("$")  # a shell variable: the arguments, not a task
+        if not word.startswith(("$", "-"))  # a shell variable or an option: not a task
     }
-    assert called == {"discover", "docs", "ci-matrix", "build", "test", "push", "publish"}
+    assert called == {"discover", "docs", "ci-matrix", "build", "test", "push", "publish", "prune"}
     assert called <= families
     build = workflow["jobs"]["build"]
     assert build["runs-on"] == "${{ matrix.runner }}"
@@ -140,3 +140,6 @@ def test_the_night_asks_the_registry_and_moves_only_receipts() -> None:
     assert publish["env"]["KMI_INDEX_ARCHES"] == "built"
     collected = next(s for s in publish["steps"] if "download-artifact" in s.get("uses", ""))
     assert collected["with"]["pattern"] == "receipts-*"
+    prune = next(s for s in publish["steps"] if "doit prune" in s.get("run", ""))
+    assert prune["if"] == "${{ vars.KMI_PRUNE == '1' }}"
+    assert prune["run"] == ".venv/bin/doit prune --delete"

@@ -40,6 +40,7 @@ def test_list_shows_families_and_every_target(project: Project) -> None:
         "docs",
         "download",
         "manifest",
+        "prune",
         "publish",
         "push",
         "sparsify",

@@ -225,6 +225,37 @@ class Client:
         got = self.request("GET", repository, url, (200,), {"Accept": ACCEPT})
         return "sha256:" + hashlib.sha256(got.content).hexdigest()
 
+    def tags(self, repository: str) -> list[str]:
+        """Every tag of a repository ([] when it does not exist), page by page."""
+        url: str | None = self.url(repository, "tags/list?n=1000")
+        found: list[str] = []
+        while url is not None:
+            response = self.request("GET", repository, url, (200, 404))
+            if response.status_code == 404:
+                return found
+            try:
+                page = response.json().get("tags") or []
+            except (ValueError, AttributeError):
+                raise KmiError(f"{url}: the registry's tag list is not JSON") from None
+            found += [t for t in page if isinstance(t, str)]
+            following = response.links.get("next", {}).get("url")
+            url = urljoin(url, following) if following else None
+        return found
+
+    def delete_manifest(self, repository: str, digest: str) -> None:
+        """Delete a manifest by digest (and every tag on it); gone already is fine."""
+        url = self.url(repository, f"manifests/{digest}")
+        try:
+            self.request("DELETE", repository, url, (200, 202, 404))
+        except TransferError as err:
+            if err.status in (405, 403, 401):
+                raise KmiError(
+                    f"{self.registry.host}/{repository}: the registry refuses to delete "
+                    f"{digest} (HTTP {err.status}): deletion is disabled there or the "
+                    "credentials may not delete"
+                ) from None
+            raise
+
     def describe(self, repository: str, reference: str) -> tuple[str, int, str] | None:
         """(digest, size, media type) of a manifest, from one HEAD; None when it is missing."""
         url = self.url(repository, f"manifests/{reference}")

@@ -50,6 +50,7 @@ class Settings:
     layer_compression: str = "gzip-stored"
     index_arches: str = "all"
     publish_from: str = "local"
+    keep_releases: int = 5
     source_url: str = ""
     source_date_epoch: int | None = None
     test_timeouts: tuple[tuple[str, float], ...] = DEFAULT_TEST_TIMEOUTS
@@ -141,6 +142,13 @@ def number(raw: str, reading: Reading) -> float:
 
 def whole(raw: str, reading: Reading) -> int:
     return int(number(raw, reading))
+
+
+def positive(raw: str, reading: Reading) -> int:
+    value = whole(raw, reading)
+    if value < 1:
+        raise Bad("expected a whole number of at least 1")
+    return value
 
 
 def choice(*allowed: str) -> Parser:
@@ -304,6 +312,9 @@ SETTINGS: tuple[Setting, ...] = (
             "first when needed); `pushed`, those that `push:T` put in the registry by digest "
             "(their receipts, e.g. from other CI jobs) and, for the other arches, what the "
             "registry already holds made from the same recipe: it builds and uploads no disk"),
+    Setting("KMI_KEEP_RELEASES", "keep_releases", "5", positive,
+            "`prune` keeps this many newest immutable release tags (`<version>-<release>`) "
+            "of each image and deletes the older ones (never what a kept tag points at)"),
     Setting("KMI_SOURCE_URL", "source_url", "", text,
             "`org.opencontainers.image.source` of the images (e.g. your catalogue repository)"),
     Setting("SOURCE_DATE_EPOCH", "source_date_epoch", "", epoch,

@@ -149,6 +149,17 @@ REGISTRY_PARAM = {
 }
 
 
+def _registry_option(registry: str, family: str) -> None:
+    """`--registry=HOST/PATH` of publish and prune: KMI_REGISTRY for this run."""
+    if registry.strip():
+        try:
+            CTX.override("KMI_REGISTRY", registry.strip(), f"{family} --registry")
+        except KmiError as err:
+            from doit.exceptions import InvalidCommand
+
+            raise InvalidCommand(str(err)) from None
+
+
 def run_publish(image: str) -> None:
     if CTX.settings.publish_from == "pushed":
         from kmi.assemble import publish_pushed
@@ -161,13 +172,7 @@ def run_publish(image: str) -> None:
 @task_params([REGISTRY_PARAM])  # type: ignore[untyped-decorator]
 def task_publish(registry: str = "") -> Iterator[TaskDict]:
     """Push each image to KMI_REGISTRY (or --registry): blobs, manifests, index, tags."""
-    if registry.strip():
-        try:
-            CTX.override("KMI_REGISTRY", registry.strip(), "publish --registry")
-        except KmiError as err:
-            from doit.exceptions import InvalidCommand
-
-            raise InvalidCommand(str(err)) from None
+    _registry_option(registry, "publish")
     pushed = CTX.settings.publish_from == "pushed"  # builds nothing: indexes the registry's
     for image, targets in images().items():
         needed = _needed(targets)
@@ -183,6 +188,84 @@ def task_publish(registry: str = "") -> Iterator[TaskDict]:
             "verbosity": 2,
         }
     yield from unknown_requested("publish", image=True)
+
+
+# --- prune ------------------------------------------------------------------------------
+
+DELETE_PARAM = {
+    "name": "delete",
+    "long": "delete",
+    "type": bool,
+    "default": False,
+    "help": "delete for real (without it: a dry run that says what would go); also "
+    "delete=1, which works for prune:<image> too",
+}
+
+
+def _delete_variable() -> bool:
+    """`delete=1` on the command line (a doit variable, for `doit prune:I delete=1`)."""
+    from doit import get_var
+
+    from kmi.settings import TRUE_WORDS
+
+    return str(get_var("delete", "") or "").lower() in TRUE_WORDS
+
+
+def run_prune(image: str, delete: bool) -> None:
+    from kmi import prune
+    from kmi.progress import human
+    from kmi.registry import client_for
+
+    registry = CTX.settings.registry
+    if registry is None:
+        raise KmiError(f"{image}: prune works on a registry; set KMI_REGISTRY or pass registry=...")
+    targets = CTX.images[image]
+    flavor = targets[0].flavor
+    repository = registry.repository(flavor.name)
+    where = f"{registry.host}/{repository}"
+    keep = CTX.settings.keep_releases
+    client = client_for(CTX.settings, registry)
+    others = [v.version for v in flavor.versions if v.version != targets[0].version.version]
+    moving = publishing.moving_tags(CTX, image)
+    found = prune.plan(
+        client, image, repository, where, targets[0].version.version, others, moving, keep
+    )
+    if not found.going:
+        total = len(found.kept) + len(found.spared)
+        spared = f"; {len(found.spared)} older on a manifest in use" if found.spared else ""
+        say(
+            f"{image}: {total} release tag(s) in {where}, nothing to delete (keeping the "
+            f"newest {keep}{spared})"
+        )
+        return
+    tags = ", ".join(f"{t} ({d[:19]}…)" for t, d in found.going.items())
+    frees = f"frees {human(found.frees)} of blobs no kept image uses"
+    if not delete:
+        say(
+            f"{image}: dry run: would delete {tags} from {where} ({len(found.manifests)} "
+            f"manifest(s)), keeping the newest {keep}; {frees} at the registry's next garbage "
+            f"collection; run: doit prune:{image} delete=1"
+        )
+        return
+    prune.apply(client, repository, found)
+    say(f"{image}: deleted {tags} from {where} ({len(found.manifests)} manifest(s)); {frees}")
+
+
+@task_params([DELETE_PARAM, REGISTRY_PARAM])  # type: ignore[untyped-decorator]
+def task_prune(delete: bool = False, registry: str = "") -> Iterator[TaskDict]:
+    """Delete each image's release tags beyond the newest KMI_KEEP_RELEASES (dry run unless
+    --delete)."""
+    _registry_option(registry, "prune")
+    delete = delete or _delete_variable()
+    for image in images():
+        yield {
+            "name": image,
+            "doc": f"{image}: keep the newest KMI_KEEP_RELEASES releases in the registry",
+            "actions": [(guarded(run_prune), [image, delete])],
+            "uptodate": [False],
+            "verbosity": 2,
+        }
+    yield from unknown_requested("prune", image=True)
 
 
 # --- docs -------------------------------------------------------------------------------
