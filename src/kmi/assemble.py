@@ -25,6 +25,7 @@ from kmi.stages import publish as publish_stage
 
 if TYPE_CHECKING:
     from kmi.context import Context
+    from kmi.registry import Client
 
 
 @dataclass(frozen=True)
@@ -34,19 +35,10 @@ class Arch:
     tonight: bool  # pushed by this night's push:T (so its boot test gates it), else reused
 
 
-def _found(ctx: Context, image: str) -> tuple[list[Arch], list[Target]]:
-    from kmi.published import published_arches
-    from kmi.registry import client_for
-
-    registry = ctx.settings.registry
-    assert registry is not None
-    targets = ctx.images[image]
-    repository = registry.repository(targets[0].flavor.name)
-    tag = publishing.moving_tags(ctx, image)[0]
-    where = f"{registry.host}/{repository}:{tag}"
-    published = published_arches(client_for(ctx.settings, registry), repository, tag, where)
+def _found(ctx: Context, image: str, client: Client) -> tuple[list[Arch], list[Target]]:
+    _, published = publishing.published(ctx, image, client)
     found, missing = [], []
-    for target in targets:
+    for target in ctx.images[image]:
         arch = str(target.arch)
         platform = oci.platform_of(arch)
         pushed = receipts.read(ctx.paths.receipt(target.name, "push"), receipts.Pushed)
@@ -54,7 +46,7 @@ def _found(ctx: Context, image: str) -> tuple[list[Arch], list[Target]]:
         if pushed is not None and pushed.key == ctx.plan.key(target, "push"):
             desc = oci.Descriptor(pushed.media_type, pushed.digest, pushed.size, platform)
             found.append(Arch(target, desc, tonight=True))
-        elif there is not None and there.recipe and there.recipe == ctx.plan.recipe(target):
+        elif there is not None and there.made_from(ctx.plan.recipe(target)):
             old = there.descriptor
             desc = oci.Descriptor(old.media_type, old.digest, old.size, platform)
             found.append(Arch(target, desc, tonight=False))
@@ -70,7 +62,10 @@ def publish_pushed(ctx: Context, image: str) -> None:
             f"{image}: KMI_PUBLISH_FROM=pushed indexes what is in the registry; set "
             "KMI_REGISTRY or pass --registry=HOST/PATH"
         )
-    found, missing = _found(ctx, image)
+    from kmi.registry import client_for
+
+    client = client_for(ctx.settings, registry)
+    found, missing = _found(ctx, image, client)
     if not found or (missing and ctx.settings.index_arches == "all"):
         names = ", ".join(t.name for t in missing)
         raise KmiError(
@@ -97,9 +92,6 @@ def publish_pushed(ctx: Context, image: str) -> None:
         say(f"{image}: {arch.target.arch} {arch.descriptor.digest[:19]}… ({how})")
     if missing:
         say(f"{image}: left out, not pushed: {', '.join(str(t.arch) for t in missing)}")
-    from kmi.registry import client_for
-
-    client = client_for(ctx.settings, registry)
     outcome = publishing.recorded(
         ctx,
         image,

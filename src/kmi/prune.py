@@ -12,12 +12,11 @@ from the manifests. The stage cache lives in its own repository and is never tou
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from kmi.errors import KmiError
+from kmi.published import manifest_json
 from kmi.releases import release_order, tag_of
 
 
@@ -68,13 +67,8 @@ class _Reader:
     def manifest(self, digest: str) -> Mapping[str, Any]:
         if digest not in self.seen:
             data = self.client.get_manifest(self.repository, digest)
-            try:
-                found = json.loads(data) if data is not None else {}
-            except (ValueError, UnicodeDecodeError):
-                found = None
-            if not isinstance(found, dict):
-                raise KmiError(f"{self.where}@{digest}: the registry returned no JSON manifest")
-            self.seen[digest] = found
+            where = f"{self.where}@{digest}"
+            self.seen[digest] = manifest_json(data, where) if data is not None else {}
         return self.seen[digest]
 
     def images(self, digest: str) -> list[str]:

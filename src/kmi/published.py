@@ -29,8 +29,13 @@ class PublishedArch:
     descriptor: oci.Descriptor
     recipe: str
 
+    def made_from(self, recipe: str | None) -> bool:
+        """Whether it was made from `recipe` (never, when it carries none)."""
+        return bool(self.recipe) and self.recipe == recipe
 
-def _json(data: bytes, where: str) -> Mapping[str, Any]:
+
+def manifest_json(data: bytes, where: str) -> Mapping[str, Any]:
+    """A manifest's JSON object; a one-line error naming `where` for anything else."""
     try:
         found = json.loads(data)
     except (ValueError, UnicodeDecodeError):
@@ -55,7 +60,7 @@ def published_arches(
     data = client.get_manifest(repository, tag)
     if data is None:
         return {}
-    top = _json(data, where)
+    top = manifest_json(data, where)
     if top.get("mediaType") not in INDEX_TYPES and "manifests" not in top:
         return {}  # a single-arch image: not what kmi publishes; every arch counts as stale
     found: dict[str, PublishedArch] = {}
@@ -76,7 +81,7 @@ def published_arches(
             )
         if oci.sha256_of(body) != descriptor.digest:
             raise KmiError(f"{where}: the manifest for {arch} does not match its digest")
-        annotations = _json(body, f"{where} ({arch})").get("annotations")
+        annotations = manifest_json(body, f"{where} ({arch})").get("annotations")
         recipe = annotations.get(RECIPE, "") if isinstance(annotations, Mapping) else ""
         found[arch] = PublishedArch(descriptor, recipe if isinstance(recipe, str) else "")
     return found

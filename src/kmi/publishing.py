@@ -13,6 +13,7 @@ from kmi.settings import Settings
 
 if TYPE_CHECKING:
     from kmi.context import Context
+    from kmi.published import PublishedArch, Reader
     from kmi.stages.publish import Outcome
 
 
@@ -88,3 +89,16 @@ def recorded(ctx: Context, image: str, where: str, push: Callable[[], Outcome]) 
         raise
     ctx.results_entry(outcome.to_json())
     return outcome
+
+
+def published(ctx: Context, image: str, client: Reader) -> tuple[str, dict[str, PublishedArch]]:
+    """Where the image is published (`host/repository:<version>`) and, per arch, what the
+    registry holds there with its recipe (a few GETs)."""
+    from kmi.published import published_arches
+
+    registry = ctx.settings.registry
+    assert registry is not None
+    repository = registry.repository(ctx.images[image][0].flavor.name)
+    tag = moving_tags(ctx, image)[0]
+    where = f"{registry.host}/{repository}:{tag}"
+    return where, published_arches(client, repository, tag, where)

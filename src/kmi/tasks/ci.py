@@ -52,13 +52,13 @@ def stale_in_registry(targets: list[Target]) -> list[Target]:
     """The pinned targets whose arch the registry does not hold made from tonight's recipe
     (the published per-arch manifest's annotation against the plan's): a few GETs per
     image, the same answer on any machine. Why each target needs a job goes to stderr."""
-    from kmi.published import published_arches
     from kmi.registry import client_for
 
     registry = CTX.settings.registry
     assert registry is not None
     client = client_for(CTX.settings, registry)
-    unpinned = [t.name for t in targets if CTX.plan.recipe(t) is None]
+    recipes = {t.name: CTX.plan.recipe(t) for t in targets}
+    unpinned = [name for name, recipe in recipes.items() if recipe is None]
     if unpinned:
         sys.stderr.write(
             f"ci-matrix: not pinned in the lock (discovery failed or never ran), left out: "
@@ -66,17 +66,14 @@ def stale_in_registry(targets: list[Target]) -> list[Target]:
         )
     by_image: dict[str, list[Target]] = {}
     for target in targets:
-        if target.name not in unpinned:
+        if recipes[target.name] is not None:
             by_image.setdefault(target.image, []).append(target)
     stale = []
     for image, mine in by_image.items():
-        repository = registry.repository(mine[0].flavor.name)
-        tag = publishing.moving_tags(CTX, image)[0]
-        where = f"{registry.host}/{repository}:{tag}"
-        found = published_arches(client, repository, tag, where)
+        where, found = publishing.published(CTX, image, client)
         for target in mine:
             there = found.get(str(target.arch))
-            if there is not None and there.recipe == CTX.plan.recipe(target):
+            if there is not None and there.made_from(recipes[target.name]):
                 continue
             stale.append(target)
             why = "holds it made from another recipe" if there else "does not hold it"
