@@ -16,25 +16,42 @@ from kmi.demo.server import MirrorServer
 from kmi.demo.upstreams import SigningKey, Upstreams, environment, pin_key
 
 REPO = Path(__file__).resolve().parent.parent
-# Modules whose tests run on the fixture images (built once per machine, minutes): they run
-# last, and the images build in the background while the other tests run; the arm64 module
-# runs very last, as its image (built after the amd64 one) takes the longest.
+# Modules whose tests run on the fixture images (built once per machine, minutes): the images
+# build in the background while the other tests run. Each such module is one xdist group (its
+# module fixture builds once, on one worker). scripts/test.sh runs two workers: one starts
+# with test_sysprep_real (the longest module, about half the run), the other takes the rest
+# in order, the arm64 module last (its image, built after the amd64 one, is ready last).
+# Run serially (-n 0), the modules on the fixtures come after the others.
 ON_FIXTURES = {"test_arm64", "test_boottest", "test_space", "test_sysprep_real"}
+LONGEST = "test_sysprep_real"
 _building: list[subprocess.Popen[bytes]] = []
 
 
+def _module(item: pytest.Item) -> str:
+    return item.nodeid.split("::")[0].rsplit("/", 1)[-1].removesuffix(".py")
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    def module(item: pytest.Item) -> str:
-        return item.nodeid.split("::")[0].rsplit("/", 1)[-1].removesuffix(".py")
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
 
-    def on_fixtures(item: pytest.Item) -> bool:
-        return module(item) in ON_FIXTURES
+    def rank(item: pytest.Item) -> int:
+        module = _module(item)
+        if module not in ON_FIXTURES:
+            return 1
+        if module == LONGEST and worker is not None:
+            return 0
+        return 3 if module == "test_arm64" else 2
 
-    items.sort(key=lambda item: (on_fixtures(item), module(item) == "test_arm64"))  # stable
+    for item in items:
+        if _module(item) in ON_FIXTURES:
+            item.add_marker(pytest.mark.xdist_group(_module(item)))
+    items.sort(key=rank)  # stable
     from kmi.demo import fixture
 
     missing = [arch for arch in ("amd64", "arm64") if fixture.cached(arch) is None]
-    if missing and any(on_fixtures(item) for item in items):
+    first = worker in (None, "gw0")  # one builder (the images' locks make a second harmless)
+    if first and missing and any(_module(item) in ON_FIXTURES for item in items):
         log = fixture.cache_dir() / "background-build.log"
         log.parent.mkdir(parents=True, exist_ok=True)
         print(f"\nbuilding the fixture images ({', '.join(missing)}) meanwhile; log: {log}")

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import subprocess
-import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -16,6 +15,7 @@ from kmi.catalogue import Arch, Customize, FileSpec, Target, load_catalogue
 from kmi.errors import KmiError
 from kmi.stages import sysprep as stage
 from tests.conftest import REPO
+from tests.test_kill import gone
 
 GOLDEN = Path(__file__).parent / "golden"
 
@@ -187,18 +187,6 @@ def test_failure_shows_command_exit_code_and_log_tail(tmp_path: Path) -> None:
     assert log.read_text() == f"$ {script} 'a b'\nworking on it\ndisk full\n[exit 3]\n"
 
 
-def _gone(pattern: str, within: float = 10.0) -> bool:
-    """No process matches `pattern` (SIGKILL is delivered when the process next runs, so
-    on a busy machine a killed process may show for a moment)."""
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        found = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True)
-        if found.stdout == "":
-            return True
-        time.sleep(0.1)
-    return False
-
-
 HANGS_FIRST = "if [ -e {mark} ]; then echo second try; else touch {mark}; sleep 300 & sleep 301; fi"
 
 
@@ -210,8 +198,10 @@ def test_a_tool_past_its_deadline_is_stopped_with_every_process_it_started(
     shell = tools.Tool("sh", "dash", "dash", "to run a test script")
     log = tmp_path / "sysprep.log"
     mark = tmp_path / "ran-once"
+    tag = uuid.uuid4().hex  # in the environment of every process the tool starts
+    env = {**os.environ, "KMI_KILL_TEST": tag}
     with pytest.raises(tools.ToolTimeout) as stopped:
-        tools.run(shell, ["-c", HANGS_FIRST.format(mark=mark)], log=log, timeout=1)
+        tools.run(shell, ["-c", HANGS_FIRST.format(mark=mark)], env=env, log=log, timeout=1)
     assert (
         str(stopped.value)
         .splitlines()[0]
@@ -220,7 +210,7 @@ def test_a_tool_past_its_deadline_is_stopped_with_every_process_it_started(
         )
     )
     assert log.read_text().splitlines()[-1] == "[stopped after 1 s]"
-    assert _gone("sleep 30[01]")  # neither the tool nor its child is left running
+    assert gone(tag) == []  # neither the tool nor its child is left running
     # the stage is tried once more from its input; the first try's log is kept
     said: list[str] = []
 
