@@ -17,11 +17,11 @@ from kmi.demo.upstreams import SigningKey, Upstreams, environment, pin_key
 
 REPO = Path(__file__).resolve().parent.parent
 # Modules whose tests run on the fixture images (built once per machine, minutes): the images
-# build in the background while the other tests run. Each such module is one xdist group (its
-# module fixture builds once, on one worker). scripts/test.sh runs two workers: one starts
-# with test_sysprep_real (the longest module, about half the run), the other takes the rest
-# in order, the arm64 module last (its image, built after the amd64 one, is ready last).
-# Run serially (-n 0), the modules on the fixtures come after the others.
+# build in the background while the other tests run. scripts/test.sh runs two workers that
+# take whole files (`--dist loadfile`: a module fixture builds once, on one worker), in this
+# order: test_sysprep_real first (the longest module, about half the run) while the other
+# worker takes the rest, the arm64 module last (its image, built after the amd64 one, is
+# ready last). Run serially (-n 0), the modules on the fixtures come last.
 ON_FIXTURES = {"test_arm64", "test_boottest", "test_space", "test_sysprep_real"}
 LONGEST = "test_sysprep_real"
 _building: list[subprocess.Popen[bytes]] = []
@@ -31,7 +31,6 @@ def _module(item: pytest.Item) -> str:
     return item.nodeid.split("::")[0].rsplit("/", 1)[-1].removesuffix(".py")
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     worker = os.environ.get("PYTEST_XDIST_WORKER")
 
@@ -43,9 +42,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             return 0
         return 3 if module == "test_arm64" else 2
 
-    for item in items:
-        if _module(item) in ON_FIXTURES:
-            item.add_marker(pytest.mark.xdist_group(_module(item)))
     items.sort(key=rank)  # stable
     from kmi.demo import fixture
 
