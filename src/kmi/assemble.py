@@ -96,7 +96,9 @@ def publish_pushed(ctx: Context, image: str) -> None:
         ctx,
         image,
         f"{registry.host}/{repository}",
-        lambda: publish_stage.publish_index(client, plan, data, say),
+        lambda: publish_stage.publish_index(
+            client, plan, data, say, publishing.signing(ctx, client, repository, image, say)
+        ),
     )
     made = receipts.Publish(
         key=outcome.digest,

@@ -235,7 +235,14 @@ class Native:
             ctx,
             image,
             f"{registry.host}/{plan.repository}",
-            lambda: publish_stage.publish(client, plan, known, say, ctx.settings.progress),
+            lambda: publish_stage.publish(
+                client,
+                plan,
+                known,
+                say,
+                ctx.settings.progress,
+                publishing.signing(ctx, client, plan.repository, image, say),
+            ),
         )
         made = receipts.Publish(
             key=outcome.digest,
@@ -361,15 +368,20 @@ class Buildx:
         tags = [*moving, releases.build_tag(chosen[0].version.version, release)]
         digests = {t.name: self._pushed(t) for t in chosen}
         say(f"{image}: docker buildx imagetools create {reference}:{{{','.join(tags)}}}")
+        client = client_for(ctx.settings, registry)
+        sign = publishing.signing(ctx, client, repository, image, say)  # the key read first
         bake_stage.assemble(reference, list(digests.values()), tags, annotations)
-        digest = client_for(ctx.settings, registry).manifest_digest(repository, moving[0])
+        digest = client.manifest_digest(repository, moving[0])
         if digest is None:
             raise KmiError(
                 f"{image}: docker buildx imagetools create finished, but {reference}:{moving[0]} "
                 "is not in the registry"
             )
         say(f"{image}: pushed {reference}@{digest} with buildx{_left_out(missing)}")
-        ctx.results_entry(publish_stage.Outcome(image, reference, digest, tags, "pushed").to_json())
+        outcome = publish_stage.Outcome(image, reference, digest, tags, "pushed")
+        if sign is not None:  # imagetools moves the tags itself: signed right after
+            outcome.signed = sign([*digests.values(), digest])
+        ctx.results_entry(outcome.to_json())
         made = receipts.Publish(
             key=digest,
             host=registry.host,

@@ -14,7 +14,8 @@ from kmi.settings import Settings
 if TYPE_CHECKING:
     from kmi.context import Context
     from kmi.published import PublishedArch, Reader
-    from kmi.stages.publish import Outcome
+    from kmi.registry import Client
+    from kmi.stages.publish import Outcome, Sign
 
 
 def gated(flavor: Flavor, settings: Settings) -> bool:
@@ -50,6 +51,36 @@ def moving_tags(ctx: Context, image: str) -> tuple[str, ...]:
     version = first.version.version
     latest = maintained.latest_version(first.flavor, ctx.lock()) == version
     return releases.moving_tags(version, latest)
+
+
+def signing(
+    ctx: Context, client: Client, repository: str, image: str, say: Callable[[str], None]
+) -> Sign | None:
+    """What signs the image's manifests in `repository` of the client's registry, with
+    KMI_SIGNING_KEY (None when it is unset). The key is read here, before anything is pushed:
+    a wrong passphrase stops the publish at once."""
+    key = ctx.settings.signing_key
+    if key is None:
+        return None
+    from kmi import cosign
+
+    signer = cosign.Signer(key, ctx.settings.signing_password)
+    public = signer.public_pem()
+    identity = f"{client.registry.host}/{repository}"
+
+    def sign(digests: list[str]) -> int:
+        done = cosign.sign_all(client, repository, identity, digests, signer, public)
+        fresh = sum(1 for signed in done if signed.fresh)
+        kept = len(done) - fresh
+        say(
+            f"{image}: signed {fresh} manifest(s) as cosign does"
+            + (f"; {kept} already signed by this key" if kept else "")
+            if fresh
+            else f"{image}: its {kept} manifest(s) are already signed by this key"
+        )
+        return fresh
+
+    return sign
 
 
 def repository_of(ctx: Context, flavor: str) -> str:

@@ -47,6 +47,8 @@ class Settings:
     registry_insecure: bool = False
     registry_user: str = ""
     registry_password: str = field(default="", repr=False)
+    signing_key: Path | None = None
+    signing_password: str = field(default="", repr=False)
     layer_compression: str = "gzip-stored"
     index_arches: str = "all"
     publish_from: str = "local"
@@ -301,6 +303,12 @@ SETTINGS: tuple[Setting, ...] = (
             "registry user name, with `KMI_REGISTRY_PASSWORD` (else the standard auth files)"),
     Setting("KMI_REGISTRY_PASSWORD", "registry_password", "", text,
             "registry password or token; never printed"),
+    Setting("KMI_SIGNING_KEY", "signing_key", "", optional_path,
+            "a PEM private key (ECDSA P-256 or RSA): `publish` signs each index and per-arch "
+            "manifest it publishes with it, as cosign does (`sha256-<digest>.sig` beside the "
+            "image), before moving a tag; unset: nothing is signed (see \"Signed images\")"),
+    Setting("KMI_SIGNING_PASSWORD", "signing_password", "", text,
+            "the signing key's passphrase, if it is encrypted; never printed"),
     Setting("KMI_LAYER_COMPRESSION", "layer_compression", "gzip-stored",
             choice("gzip-stored", "gzip", "zstd", "none"),
             "the layer: `gzip-stored`, `gzip` (zlib level 1), `zstd`, `none`"),

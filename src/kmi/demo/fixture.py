@@ -26,7 +26,13 @@ REPO = Path(__file__).resolve().parents[3]
 SCRIPT = REPO / "scripts" / "fixture-image.sh"
 # arm64: built with qemu-user-static, booted by UEFI; on an amd64 host its sysprep installs
 # the guest agent by booting it under qemu-system-aarch64
-SCRIPTS = {"amd64": SCRIPT, "arm64": REPO / "scripts" / "fixture-image-arm64.sh"}
+SCRIPTS = {
+    "amd64": SCRIPT,
+    "arm64": REPO / "scripts" / "fixture-image-arm64.sh",
+    # not an image: a Debian trixie root with a skopeo that checks cosign signatures
+    "skopeo": REPO / "scripts" / "skopeo-root.sh",
+}
+MADE = {"amd64": "fixture.qcow2", "arm64": "fixture.qcow2", "skopeo": "root/usr/bin/skopeo"}
 HOST = "https://fixture.kmi.invalid/images"  # .invalid: never a real upstream
 RELEASE = "20260101"
 
@@ -87,17 +93,17 @@ def _built(arch: str) -> Path:
 def cached(arch: str = "amd64") -> Path | None:
     """The fixture of `arch` if it was built on this machine already, else None."""
     built = _built(arch)
-    return built if (built / "fixture.qcow2").exists() else None
+    return built if (built / MADE[arch]).exists() else None
 
 
 def fixture(arch: str = "amd64") -> Path:
-    """The folder holding fixture.qcow2 (and, for amd64, repo/), built once per version of
-    its script (libguestfs on KVM or TCG as the probe decides: KVM can hang where it is
-    broken)."""
+    """The folder holding fixture.qcow2 (and, for amd64, repo/; for skopeo, root/), built
+    once per version of its script (libguestfs on KVM or TCG as the probe decides: KVM can
+    hang where it is broken)."""
     script, built = SCRIPTS[arch], _built(arch)
     with exclusive(built.with_name(f"{built.name}.guard")):
-        if not (built / "fixture.qcow2").exists():
-            print(f"building the {arch} fixture image into {built} (minutes, once)", flush=True)
+        if not (built / MADE[arch]).exists():
+            print(f"building the {arch} fixture into {built} (minutes, once)", flush=True)
             chosen, _ = choose(os.environ.get("KMI_ACCEL", "auto"), cache_dir() / "accel.json")
             env = {**os.environ, **libguestfs_env(chosen)}
             done = subprocess.run(["bash", str(script), str(built)], env=env)

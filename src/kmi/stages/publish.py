@@ -9,6 +9,7 @@ tag where it was, pointing at a whole image; the next run sends only what is mis
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
@@ -48,6 +49,7 @@ class Outcome:
     blobs_present: int = 0
     blobs_mounted: int = 0
     seconds: float = 0.0
+    signed: int = 0  # manifests signed by this run (those already signed by the key: not)
     error: str = ""
 
     def to_json(self) -> dict[str, Any]:
@@ -135,12 +137,18 @@ class _Pusher:
         self.manifest(manifest, manifest.digest)
 
 
+# Signs the given manifest digests (per-arch ones, then the index) where the key has not
+# signed them yet; returns how many it signed (kmi.publishing.signing makes one).
+Sign = Callable[[list[str]], int]
+
+
 def publish(
     client: Client,
     plan: Plan,
     known: Mapping[str, str],
     say: Callable[[str], None],
     progress: str = "auto",
+    sign: Sign | None = None,
 ) -> Outcome:
     """Push `plan` (its layout: an index over per-arch images) to the registry of `client`;
     `known` maps blob digests to repositories of the same registry that hold them (for
@@ -153,14 +161,26 @@ def publish(
         for manifest, blobs in manifests:
             pusher.image(manifest, blobs)
 
-    return _publish(_Pusher(client, plan, known, progress), index, data, arches, say)
+    return _publish(_Pusher(client, plan, known, progress), index, data, arches, say, sign)
 
 
-def publish_index(client: Client, plan: Plan, data: bytes, say: Callable[[str], None]) -> Outcome:
+def publish_index(
+    client: Client,
+    plan: Plan,
+    data: bytes,
+    say: Callable[[str], None],
+    sign: Sign | None = None,
+) -> Outcome:
     """Push an index whose per-arch manifests the registry already holds (push:T put them
     there, or an earlier night), then move the tags; nothing else is sent."""
     index = oci.Descriptor(oci.INDEX, oci.sha256_of(data), len(data))
-    return _publish(_Pusher(client, plan, {}, "none"), index, data, None, say)
+    return _publish(_Pusher(client, plan, {}, "none"), index, data, None, say, sign)
+
+
+def manifests_of(data: bytes) -> list[str]:
+    """The per-arch manifest digests an index (kmi's own bytes) lists, then the index's."""
+    entries = json.loads(data)["manifests"]
+    return [str(entry["digest"]) for entry in entries] + [oci.sha256_of(data)]
 
 
 def _publish(
@@ -169,6 +189,7 @@ def _publish(
     data: bytes,
     arches: Callable[[_Pusher], None] | None,
     say: Callable[[str], None],
+    sign: Sign | None,
 ) -> Outcome:
     started = time.monotonic()
     client, plan, out = pusher.client, pusher.plan, pusher.outcome
@@ -176,6 +197,8 @@ def _publish(
     out.tags = [*plan.tags, _immutable_tag(client, plan, index.digest, say)]
     remote = {t: client.manifest_digest(pusher.repo, t) for t in out.tags}
     if all(d == index.digest for d in remote.values()):
+        if sign is not None:  # signed already, as a rule; a key set since signs it now
+            out.signed = sign(manifests_of(data))
         out.status, out.seconds = "unchanged", time.monotonic() - started
         say(f"{plan.image}: unchanged at {out.reference} ({index.digest[:19]}…), nothing sent")
         return out
@@ -183,6 +206,8 @@ def _publish(
         if arches is not None:
             arches(pusher)
         pusher.manifest(index, index.digest, data)
+    if sign is not None:  # before any tag names it: a node requiring signatures never
+        out.signed = sign(manifests_of(data))  # finds a tag on an unsigned image
     for tag in out.tags:
         if remote[tag] != index.digest:
             pusher.manifest(index, tag, data)

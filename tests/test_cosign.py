@@ -1,0 +1,170 @@
+"""publish signs what it pushes as cosign does; skopeo (containers/image, the library CRI-O
+pulls with) checks the signatures against a policy.json requiring them, as a cluster's nodes
+would. The images are test_publish's small synthetic ones, pushed to docker-registry on
+loopback behind the recording proxy."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import uuid
+from pathlib import Path
+
+import pytest
+
+from kmi import cosign
+from kmi.demo import fixture as fixture_image
+from tests.test_publish import Setup, setup  # noqa: F401 (the fixture)
+
+PASSPHRASE = "correct horse battery staple"
+
+
+def keypair(folder: Path, name: str, passphrase: str = "") -> tuple[Path, Path]:
+    """An ECDSA P-256 key as `openssl genpkey` makes it (encrypted with `passphrase`), and
+    its public key."""
+    folder.mkdir(parents=True, exist_ok=True)
+    key, public = folder / f"{name}.key", folder / f"{name}.pub"
+    make = ["openssl", "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"]
+    if passphrase:
+        make += ["-aes-256-cbc", "-pass", f"pass:{passphrase}"]
+    subprocess.run([*make, "-out", str(key)], check=True, capture_output=True)
+    out = ["openssl", "pkey", "-in", str(key), "-pubout", "-out", str(public)]
+    subprocess.run([*out, "-passin", f"pass:{passphrase}"], check=True, capture_output=True)
+    return key, public
+
+
+class Skopeo:
+    """Debian trixie's skopeo, in its own root (scripts/skopeo-root.sh), run through chroot;
+    `folder` is this test's place inside that root."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        if os.getuid() != 0:
+            pytest.skip("the signature checks run trixie's skopeo through chroot: run as root")
+        self.root = fixture_image.fixture("skopeo") / "root"
+        self.inside = Path("/tmp") / tmp_path.name
+        self.folder = self.root / self.inside.relative_to("/")
+        shutil.rmtree(self.folder, ignore_errors=True)
+        self.folder.mkdir(parents=True)
+
+    def policy(self, name: str, host: str, public: Path) -> list[str]:
+        """Options for a policy that accepts only images under `host/kmi` signed by the key
+        `public` (cosign signatures, read from the registry beside the image)."""
+        folder = self.folder / name
+        (folder / "registries.d").mkdir(parents=True)
+        shutil.copyfile(public, folder / "key.pub")
+        rules = {
+            "default": [{"type": "reject"}],
+            "transports": {
+                "docker": {
+                    f"{host}/kmi": [
+                        {
+                            "type": "sigstoreSigned",
+                            "keyPath": str(self.inside / name / "key.pub"),
+                            "signedIdentity": {"type": "matchRepository"},
+                        }
+                    ]
+                }
+            },
+        }
+        (folder / "policy.json").write_text(json.dumps(rules))
+        (folder / "registries.d" / "kmi.yaml").write_text(
+            f"docker:\n  {host}:\n    use-sigstore-attachments: true\n"
+        )
+        inside = self.inside / name
+        return ["--policy", f"{inside}/policy.json", "--registries.d", f"{inside}/registries.d"]
+
+    def pull(self, options: list[str], reference: str) -> subprocess.CompletedProcess[str]:
+        into = self.inside / f"pulled-{uuid.uuid4().hex[:8]}"
+        copy = ["copy", "--quiet", "--remove-signatures", "--src-tls-verify=false"]
+        return subprocess.run(
+            ["chroot", str(self.root), "skopeo", *options, *copy, reference, f"oci:{into}"],
+            capture_output=True,
+            text=True,
+        )
+
+    def close(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def test_published_images_are_signed_and_skopeo_checks_them(setup: Setup, tmp_path: Path) -> None:  # noqa: F811
+    key, public = keypair(tmp_path / "keys", "kmi", PASSPHRASE)
+    _, stranger = keypair(tmp_path / "keys", "stranger")
+    project = setup.project
+    unsigned = project.doit("publish:twin-12")  # no key: published, not signed
+    assert unsigned.code == 0, unsigned.out
+    signing = {"KMI_SIGNING_KEY": str(key), "KMI_SIGNING_PASSWORD": PASSPHRASE}
+    run = project.doit("publish:fixture-12", **signing)
+    assert run.code == 0, run.out
+    assert "fixture-12: signed 2 manifest(s) as cosign does" in run.out
+    assert PASSPHRASE not in run.out
+    assert setup.results()["fixture-12"]["signed"] == 2
+    host = setup.proxy.host
+    index = json.loads(
+        subprocess.run(
+            ["skopeo", "inspect", "--raw", "--tls-verify=false", setup.ref("fixture", "12")],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )
+    arch_digest = index["manifests"][0]["digest"]
+    skopeo = Skopeo(tmp_path)
+    trusting = skopeo.policy("trusting", host, public)
+    # by tag (the index's signature) and by the per-arch digest (its own signature)
+    for reference in (setup.ref("fixture", "12"), f"docker://{host}/kmi/fixture@{arch_digest}"):
+        pulled = skopeo.pull(trusting, reference)
+        assert pulled.returncode == 0, pulled.stderr
+    refused = skopeo.pull(skopeo.policy("wary", host, stranger), setup.ref("fixture", "12"))
+    assert refused.returncode != 0 and "signature" in refused.stderr.lower(), refused.stderr
+    bare = skopeo.pull(trusting, setup.ref("twin", "12"))
+    assert bare.returncode != 0 and "signature" in bare.stderr.lower(), bare.stderr
+    # again: a signature by this key is there (checked, not trusted from its tag): nothing
+    # is written to the registry
+    setup.proxy.reset()
+    again = project.doit("publish:fixture-12", **signing)
+    assert again.code == 0, again.out
+    assert "fixture-12: its 2 manifest(s) are already signed by this key" in again.out
+    assert {s.method for s in setup.proxy.seen} <= {"HEAD", "GET"}
+    assert setup.results()["fixture-12"]["signed"] == 0
+    # another key signs too (a rotation): both signatures are kept, each policy accepts it
+    other, other_public = keypair(tmp_path / "keys", "next")
+    rotated = project.doit("publish:fixture-12", KMI_SIGNING_KEY=str(other))
+    assert rotated.code == 0, rotated.out
+    for n, trusted in enumerate((public, other_public)):
+        accepted = skopeo.pull(
+            skopeo.policy(f"after{n}", host, trusted), setup.ref("fixture", "12")
+        )
+        assert accepted.returncode == 0, accepted.stderr
+    skopeo.close()
+
+
+def test_a_wrong_passphrase_stops_publish_before_anything_is_pushed(
+    setup: Setup,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    key, _ = keypair(tmp_path / "keys", "kmi", PASSPHRASE)
+    run = setup.project.doit(
+        "publish:fixture-12", KMI_SIGNING_KEY=str(key), KMI_SIGNING_PASSWORD="not it"
+    )
+    assert run.code == 1, run.out
+    assert f"KMI_SIGNING_KEY={key}: openssl could not read it (" in run.out
+    assert "not it" not in run.out and "Traceback" not in run.out
+    assert not [s for s in setup.proxy.seen if s.method in ("PUT", "POST", "PATCH")]
+
+
+@pytest.mark.parametrize(
+    ("digest", "tag"),
+    [("sha256:" + "ab" * 32, "sha256-" + "ab" * 32 + ".sig")],
+)
+def test_the_payload_and_tag_are_cosigns(digest: str, tag: str) -> None:
+    assert cosign.signature_tag(digest) == tag
+    assert json.loads(cosign.payload("example.invalid/kmi/fixture", digest)) == {
+        "critical": {
+            "identity": {"docker-reference": "example.invalid/kmi/fixture"},
+            "image": {"docker-manifest-digest": digest},
+            "type": "cosign container image signature",
+        },
+        "optional": None,
+    }
