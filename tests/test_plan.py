@@ -41,9 +41,9 @@ def test_each_target_is_keyed_once_and_its_keys_chain(ctx: Context) -> None:
     first = plan.keys(target)
     assert first is not None
     assert plan.keys(target) is first and ctx.plan is plan  # same lock: nothing recomputed
-    assert len(probes) == 2  # sysprep's tools and sparsify's, once
-    keys = [first.download, first.checksum, first.sysprep, first.sparsify, first.build]
-    assert len(set(keys)) == 5 and all(keys)
+    assert len(probes) == 3  # sysprep's tools, sparsify's and sbom's, once
+    keys = [first.download, first.checksum, first.sysprep, first.sparsify, first.build, first.sbom]
+    assert len(set(keys)) == 6 and all(keys)
     assert first.test and first.test not in keys
     # a change to the lock (another discovery) makes a new plan
     lock = ctx.settings.lock_file

@@ -11,6 +11,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -178,6 +179,37 @@ def test_logs_hold_each_tool_run(built: Built) -> None:
     sysprep = (logs / "sysprep.log").read_text()
     assert "$ " in sysprep and "virt-customize" in sysprep and "virt-sysprep" in sysprep
     assert "[exit 0]" in (logs / "sparsify.log").read_text()
+
+
+def test_the_sbom_lists_what_dpkg_installed_and_validates(built: Built, tmp_path: Path) -> None:
+    """sbom:T on the final disk: every installed package, the licence of Debian's
+    machine-readable copyright files where kmi can assert it; spdx-tools validates it."""
+    project = built.project
+    run = project.doit(f"sbom:{TARGET}")
+    assert run.code == 0, run.out
+    document = project.work / "build" / TARGET / "sbom.spdx.json"
+    assert f"{TARGET}: SBOM of " in run.out and str(document) in run.out
+    checked = subprocess.run(
+        [str(Path(sys.executable).with_name("pyspdxtools")), "-i", str(document)],
+        capture_output=True,
+        text=True,
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    doc = json.loads(document.read_text())
+    packages = {p["name"]: p for p in doc["packages"][1:]}
+    _, installed = inspect(project.work / "build" / TARGET / "disk.qcow2", tmp_path)
+    assert set(packages) == {n for n, s in installed.items() if s.endswith(" installed")}
+    agent = packages["qemu-guest-agent"]
+    assert agent["externalRefs"][0]["referenceLocator"].startswith(
+        "pkg:deb/debian/qemu-guest-agent@"
+    )
+    assert packages["bash"]["licenseDeclared"] == "GPL-3.0-or-later"  # Debian's "GPL-3+"
+    made = json.loads((project.work / "build" / TARGET / "build.json").read_text())
+    manifest = Path(made["layout"]) / "blobs" / "sha256" / made["manifest"].split(":")[1]
+    created = json.loads(manifest.read_text())["annotations"]["org.opencontainers.image.created"]
+    assert doc["creationInfo"]["created"] == created  # the image's time: the same every run
+    again = project.doit(f"sbom:{TARGET}")
+    assert again.code == 0 and again.ran() == set(), again.out
 
 
 def test_a_second_machine_restores_every_stage_from_the_shared_cache(

@@ -43,6 +43,7 @@ def test_list_shows_families_and_every_target(project: Project) -> None:
         "prune",
         "publish",
         "push",
+        "sbom",
         "sparsify",
         "status",
         "sysprep",

@@ -132,8 +132,9 @@ class Context:
     @cached_property
     def _tool_versions(self) -> dict[str, str]:
         from kmi import tools
+        from kmi.stages import sbom as sbom_stage
 
-        every = (*sysprep_stage.TOOLS, *sparsify_stage.TOOLS)
+        every = (*sysprep_stage.TOOLS, *sparsify_stage.TOOLS, *sbom_stage.TOOLS)
         return tools.versions(list(dict.fromkeys(every)), self.paths.tool_versions())
 
     @cached_property

@@ -54,6 +54,10 @@ class Paths:
         """The final qcow2: sparsified, compressed, checked."""
         return self.build / target / "disk.qcow2"
 
+    def sbom(self, target: str) -> Path:
+        """The final disk's installed packages, SPDX 2.3 JSON."""
+        return self.build / target / "sbom.spdx.json"
+
     def layout(self, target: str) -> Path:
         """The per-arch containerdisk, an OCI image layout."""
         return self.build / target / "oci"

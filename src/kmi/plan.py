@@ -30,12 +30,13 @@ from kmi.maintained import source_key, upstream_config
 from kmi.paths import Paths
 from kmi.settings import Settings
 from kmi.stages import boottest, containerdisk
+from kmi.stages import sbom as sbom_stage
 from kmi.stages import sparsify as sparsify_stage
 from kmi.stages import sysprep as sysprep_stage
 from kmi.stages.checksum import checksum_key
 from kmi.stages.download import download_key
 
-STAGES = ("download", "checksum", "sysprep", "sparsify", "build", "test", "push")
+STAGES = ("download", "checksum", "sysprep", "sparsify", "sbom", "build", "test", "push")
 PUSH_VERSION = "1"
 # A stage whose output only feeds the next one: not needed while that one is not needed.
 FEEDS = {"download": "checksum", "checksum": "sysprep", "sysprep": "sparsify"}
@@ -63,6 +64,7 @@ class TargetKeys:
     build: str | None = None
     test: str | None = None
     push: str | None = None  # None without a registry
+    sbom: str | None = None
 
     def of(self, stage: str) -> str | None:
         key: str | None = getattr(self, stage)
@@ -156,6 +158,7 @@ class Plan:
             config = self._per_flavor("sysprep", target.flavor, sysprep_stage.flavor_config)
             skey = sysprep_stage.sysprep_key(target, ckey, versions, config)
             disk = sparsify_stage.sparsify_key(skey, self._versions(sparsify_stage.TOOLS))
+            sbom = sbom_stage.sbom_key(target, disk, self._versions(sbom_stage.TOOLS))
         except KmiError:  # a tool or a host file is missing: the action says which
             return TargetKeys(entry, dkey, ckey)
         test = boottest.boot_test_key(target, disk)
@@ -165,7 +168,7 @@ class Plan:
                 target, entry, disk, self.settings.source_date_epoch, self.settings.source_url
             )
         except KmiError:
-            return TargetKeys(entry, dkey, ckey, skey, disk, test=test)
+            return TargetKeys(entry, dkey, ckey, skey, disk, test=test, sbom=sbom)
         # the recipe: the same chain without the tools' versions, the same on every machine
         recipe_disk = sparsify_stage.sparsify_key(
             sysprep_stage.sysprep_key(target, ckey, {}, config), {}
@@ -178,7 +181,7 @@ class Plan:
         if build is not None and registry is not None:
             where = f"{registry.host}/{registry.repository(target.flavor.name)}"
             push = stage_key("push", {"to": where}, {"kmi-push": PUSH_VERSION}, [build])
-        return TargetKeys(entry, dkey, ckey, skey, disk, spec, native, build, test, push)
+        return TargetKeys(entry, dkey, ckey, skey, disk, spec, native, build, test, push, sbom)
 
     def recipe(self, target: Target) -> str | None:
         """What the target's per-arch image is made from, the same on every machine (its
@@ -204,6 +207,8 @@ class Plan:
             return self.paths.sysprep_image(name)
         if stage in ("sparsify", "test"):
             return self.paths.disk(name)
+        if stage == "sbom":
+            return self.paths.sbom(name)
         if stage == "build":
             return self.engine.build_output(name)
         if stage == "push":

@@ -118,6 +118,16 @@ class Sparsify(Receipt):
 
 
 @dataclass(frozen=True, kw_only=True)
+class Sbom(Receipt):
+    """The final disk's SBOM (build/<target>/sbom.spdx.json)."""
+
+    STAGE: ClassVar[str] = "sbom"
+    target: str
+    packages: int
+    licensed: int
+
+
+@dataclass(frozen=True, kw_only=True)
 class Build(Receipt):
     """The native engine's per-arch containerdisk, an OCI layout in the build folder."""
 

@@ -222,6 +222,47 @@ def task_sparsify() -> Iterator[TaskDict]:
     yield from per_target("sparsify", run_sparsify, needs="sysprep", clean=outputs)
 
 
+# --- sbom (the final disk's installed packages) --------------------------------------------
+
+
+def run_sbom(target: Target) -> None:
+    from kmi.stages import sbom as sbom_stage
+
+    name = target.name
+    keys = CTX.plan.keys(target)
+    disk = CTX.paths.disk(name)
+    if keys is None or keys.sbom is None or not disk.exists():
+        raise KmiError(f"{name}: no final disk; run: doit sparsify:{name}")
+    if keys.spec is None:
+        raise KmiError(f"{name}: cannot date its SBOM (no image spec); run: doit build:{name}")
+    log = CTX.paths.log(name, "sbom")
+    made = sbom_stage.make_sbom(
+        target,
+        disk,
+        CTX.paths.sbom(name),
+        keys.sbom,
+        keys.spec.created,
+        log,
+        CTX.libguestfs_env,
+        CTX.settings.guestfs_timeout,
+    )
+    say(
+        f"{name}: SBOM of {made.packages} installed packages ({made.licensed} with an SPDX "
+        f"licence) -> {CTX.paths.sbom(name)}"
+    )
+    done = receipts.Sbom(key=keys.sbom, target=name, packages=made.packages, licensed=made.licensed)
+    receipts.write(CTX.paths.receipt(name, "sbom"), done)
+
+
+def task_sbom() -> Iterator[TaskDict]:
+    """List each final disk's installed packages as an SPDX 2.3 document (sbom.spdx.json)."""
+
+    def outputs(target: Target) -> list[Path]:
+        return [CTX.paths.sbom(target.name), CTX.paths.log(target.name, "sbom")]
+
+    yield from per_target("sbom", run_sbom, needs="sparsify", clean=outputs)
+
+
 # --- build (the per-arch containerdisk) ---------------------------------------------------
 
 
