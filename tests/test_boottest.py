@@ -97,7 +97,8 @@ def test_a_hung_boot_ends_at_its_timeout_and_leaves_no_qemu(target: Target, tmp_
         "ssh",
     ]
     assert _running_qemus(tmp_path) == []
-    assert "Linux version" in (tmp_path / "test-console.log").read_text(errors="replace")
+    # what the guest printed is kept (on a loaded machine 6 s may not reach the kernel)
+    assert "SYSLINUX" in (tmp_path / "test-console.log").read_text(errors="replace")
 
 
 def test_a_missing_firmware_or_qemu_is_one_line_naming_the_package(
