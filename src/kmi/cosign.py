@@ -141,13 +141,6 @@ def _layers(data: bytes | None) -> list[oci.Descriptor]:
         return []
 
 
-@dataclass(frozen=True)
-class Signed:
-    digest: str
-    tag: str  # where the signature is: sha256-<hex>.sig
-    fresh: bool  # signed now (False: a signature by this key was there)
-
-
 def sign_digest(
     client: Client,
     repository: str,
@@ -155,10 +148,11 @@ def sign_digest(
     digest: str,
     signer: Signer,
     public_pem: bytes,
-) -> Signed:
+) -> bool:
     """Make sure `digest` in `repository` carries a signature by the signer's key: nothing is
     sent when one is there (checked against the key, not trusted from its tag); else a new
-    signature is added to what the tag holds (others' signatures are kept)."""
+    signature is added to what the tag holds (others' signatures are kept). True when it
+    signed now."""
     tag = signature_tag(digest)
     message = payload(identity, digest)
     layers = _layers(client.get_manifest(repository, tag))
@@ -174,7 +168,7 @@ def sign_digest(
         except ValueError:
             continue
         if verifies(public_pem, body, theirs):
-            return Signed(digest, tag, fresh=False)
+            return False
     mine = oci.Descriptor(
         SIMPLE_SIGNING,
         oci.sha256_of(message),
@@ -196,7 +190,7 @@ def sign_digest(
         }
     )
     client.put_manifest(repository, tag, manifest, oci.MANIFEST)
-    return Signed(digest, tag, fresh=True)
+    return True
 
 
 def _vouches_for(body: bytes) -> str | None:
@@ -230,16 +224,3 @@ def _put_small_blob(client: Client, repository: str, digest: str, data: bytes) -
         path = Path(tmp) / "blob"
         path.write_bytes(data)
         client.upload(repository, digest, path, lambda n: None)
-
-
-def sign_all(
-    client: Client,
-    repository: str,
-    identity: str,
-    digests: list[str],
-    signer: Signer,
-    public_pem: bytes,
-) -> list[Signed]:
-    """Sign each of `digests` (per-arch manifests and their index) unless already signed
-    by this key."""
-    return [sign_digest(client, repository, identity, d, signer, public_pem) for d in digests]

@@ -69,9 +69,10 @@ def signing(
     identity = f"{client.registry.host}/{repository}"
 
     def sign(digests: list[str]) -> int:
-        done = cosign.sign_all(client, repository, identity, digests, signer, public)
-        fresh = sum(1 for signed in done if signed.fresh)
-        kept = len(done) - fresh
+        fresh = sum(
+            cosign.sign_digest(client, repository, identity, d, signer, public) for d in digests
+        )
+        kept = len(digests) - fresh
         say(
             f"{image}: signed {fresh} manifest(s) as cosign does"
             + (f"; {kept} already signed by this key" if kept else "")
