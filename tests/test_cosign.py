@@ -5,6 +5,7 @@ loopback behind the recording proxy."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -13,26 +14,15 @@ import uuid
 from pathlib import Path
 
 import pytest
+from securesystemslib.exceptions import VerificationError
 
 from kmi import cosign
 from kmi.demo import fixture as fixture_image
+from tests import attestations
+from tests.attestations import keypair
 from tests.test_publish import Setup, setup  # noqa: F401 (the fixture)
 
 PASSPHRASE = "correct horse battery staple"
-
-
-def keypair(folder: Path, name: str, passphrase: str = "") -> tuple[Path, Path]:
-    """An ECDSA P-256 key as `openssl genpkey` makes it (encrypted with `passphrase`), and
-    its public key."""
-    folder.mkdir(parents=True, exist_ok=True)
-    key, public = folder / f"{name}.key", folder / f"{name}.pub"
-    make = ["openssl", "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"]
-    if passphrase:
-        make += ["-aes-256-cbc", "-pass", f"pass:{passphrase}"]
-    subprocess.run([*make, "-out", str(key)], check=True, capture_output=True)
-    out = ["openssl", "pkey", "-in", str(key), "-pubout", "-out", str(public)]
-    subprocess.run([*out, "-passin", f"pass:{passphrase}"], check=True, capture_output=True)
-    return key, public
 
 
 class Skopeo:
@@ -110,6 +100,37 @@ def test_published_images_are_signed_and_skopeo_checks_them(setup: Setup, tmp_pa
         ).stdout
     )
     arch_digest = index["manifests"][0]["digest"]
+    # the per-arch image's provenance: attached as cosign attaches an attestation, its
+    # envelope signed by the key (securesystemslib checks it); no SBOM for a synthetic disk
+    assert "fixture-12-amd64: no SBOM of this disk; none attached" in run.out
+    assert "fixture-12: attached 1 signed attestation(s)" in run.out
+    assert setup.results()["fixture-12"]["attested"] == 1
+    ((kind, envelope),) = attestations.attached(
+        f"{host}/kmi/fixture", arch_digest, tmp_path / "att"
+    )
+    assert kind == "https://slsa.dev/provenance/v1"
+    statement = attestations.verified(envelope, public.read_bytes())
+    assert statement["_type"] == "https://in-toto.io/Statement/v1"
+    assert statement["subject"] == [
+        {"name": f"{host}/kmi/fixture", "digest": {"sha256": arch_digest.split(":")[1]}}
+    ]
+    assert statement["predicateType"] == kind
+    made = statement["predicate"]
+    lock = json.loads((project.catalogue / "lock.json").read_text())
+    pinned = next(e for e in lock["targets"].values() if e["flavor"] == "fixture")
+    (upstream,) = made["buildDefinition"]["resolvedDependencies"]
+    assert upstream["uri"] == pinned["url"]
+    assert upstream["digest"] == dict([pinned["digest"].split(":")])
+    assert upstream["annotations"]["signedBy"] == pinned["signed_by"]
+    external = made["buildDefinition"]["externalParameters"]
+    assert external["target"] == "fixture-12-amd64" and external["arch"] == "amd64"
+    assert (
+        external["catalogue"]["digest"]["sha256"]
+        == hashlib.sha256((project.catalogue / "fixture.yaml").read_bytes()).hexdigest()
+    )
+    assert made["runDetails"]["builder"]["version"]["kmi"]
+    with pytest.raises(VerificationError):
+        attestations.verified(envelope, stranger.read_bytes())
     skopeo = Skopeo(tmp_path)
     trusting = skopeo.policy("trusting", host, public)
     # by tag (the index's signature) and by the per-arch digest (its own signature)
@@ -126,6 +147,7 @@ def test_published_images_are_signed_and_skopeo_checks_them(setup: Setup, tmp_pa
     again = project.doit("publish:fixture-12", **signing)
     assert again.code == 0, again.out
     assert "fixture-12: its 2 manifest(s) are already signed by this key" in again.out
+    assert "signed attestation" not in again.out  # the provenance by this key is there too
     assert {s.method for s in setup.proxy.seen} <= {"HEAD", "GET"}
     assert setup.results()["fixture-12"]["signed"] == 0
     # another key signs too (a rotation): both signatures are kept, each policy accepts it

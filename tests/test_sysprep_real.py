@@ -25,6 +25,8 @@ from kmi.demo.layouts import debian
 from kmi.demo.registry import RegistryServer
 from kmi.demo.server import MirrorServer
 from kmi.demo.upstreams import SigningKey, Upstreams, environment, pin_key
+from tests import attestations
+from tests.attestations import keypair
 from tests.conftest import REPO, Project
 from tests.test_kill import gone, marked
 
@@ -367,9 +369,29 @@ def test_the_real_disk_is_published_and_reads_back_byte_for_byte(
     registry = RegistryServer(tmp_path / "registry").start()
     try:
         where = f"{registry.host}/kmi"
-        done = built.project.doit("publish:fixture-12", KMI_REGISTRY=where)
+        key, public = keypair(tmp_path / "keys", "kmi")
+        sbom = built.project.doit(f"sbom:{TARGET}")  # made already by the SBOM test, as a rule
+        assert sbom.code == 0, sbom.out
+        done = built.project.doit(
+            "publish:fixture-12", KMI_REGISTRY=where, KMI_SIGNING_KEY=str(key)
+        )
         assert done.code == 0, done.out
         assert "publish:fixture-12" in done.ran()
+        assert "fixture-12: attached 2 signed attestation(s) (SBOM, provenance)" in done.out
+        # both readable back with skopeo; each envelope's signature checked by securesystemslib
+        made = json.loads((built.project.work / "build" / TARGET / "build.json").read_text())
+        found = {
+            kind: attestations.verified(envelope, public.read_bytes())
+            for kind, envelope in attestations.attached(
+                f"{where}/fixture", made["manifest"], tmp_path / "att"
+            )
+        }
+        document = built.project.work / "build" / TARGET / "sbom.spdx.json"
+        assert found["https://spdx.dev/Document"]["predicate"] == json.loads(document.read_text())
+        provenance = found["https://slsa.dev/provenance/v1"]["predicate"]
+        internal = provenance["buildDefinition"]["internalParameters"]
+        assert internal["customized"] == "native" and internal["hostArch"] == "amd64"
+        assert {"virt-customize", "virt-sparsify", "qemu-img"} <= set(internal["tools"])
         reference = f"docker://{where}/fixture:12"
         pulled = tmp_path / "pulled"
         copy = ["skopeo", "copy", "--quiet", "--src-tls-verify=false", reference]

@@ -7,6 +7,12 @@ own repository as one layer of an OCI manifest tagged `sha256-<hex>.sig`, the ba
 in the layer's `dev.cosignproject.cosign/signature` annotation. Several signatures of one
 digest (another key, a key rotation) are several layers of that manifest.
 
+An attestation (`cosign attest`) is an in-toto statement about the digest (its subject)
+carrying a predicate (an SPDX document, SLSA provenance), wrapped in a DSSE envelope signed
+with the same key; the envelope is one layer of a manifest tagged `sha256-<hex>.att`, the
+layer annotated with its `predicateType` (and an empty signature annotation: the signature
+is inside the envelope).
+
 The key is a PEM private key (ECDSA P-256, what `cosign generate-key-pair` makes, or RSA),
 optionally encrypted with a passphrase; openssl signs (SHA-256; DER ECDSA or PKCS#1 v1.5
 RSA, as sigstore verifies them). The passphrase reaches openssl on its standard input, never
@@ -34,6 +40,13 @@ SIGNATURE_ANNOTATION = "dev.cosignproject.cosign/signature"
 SIGNATURE_TYPE = "cosign container image signature"
 OPENSSL = tools.Tool("openssl", "openssl", "openssl", "to sign what publish pushes")
 MAX_PAYLOAD = 1 << 20  # a simple-signing payload is a few hundred bytes
+DSSE = "application/vnd.dsse.envelope.v1+json"
+IN_TOTO = "application/vnd.in-toto+json"
+STATEMENT = "https://in-toto.io/Statement/v1"
+PREDICATE_TYPE = "predicateType"  # the layer annotation cosign writes beside an attestation
+SPDX = "https://spdx.dev/Document"  # cosign's predicate type for an SPDX JSON document
+SLSA_PROVENANCE = "https://slsa.dev/provenance/v1"
+MAX_ATTESTATION = 64 << 20  # an SBOM of thousands of packages is a few MB
 
 
 def payload(identity: str, digest: str) -> bytes:
@@ -55,6 +68,72 @@ def signature_tag(digest: str) -> str:
     """Where cosign keeps the signatures of `digest`: `sha256-<hex>.sig`."""
     algorithm, _, hexdigest = digest.partition(":")
     return f"{algorithm}-{hexdigest}.sig"
+
+
+def attestation_tag(digest: str) -> str:
+    """Where cosign keeps the attestations of `digest`: `sha256-<hex>.att`."""
+    return signature_tag(digest).removesuffix(".sig") + ".att"
+
+
+def statement(identity: str, digest: str, predicate_type: str, predicate: Any) -> bytes:
+    """The in-toto statement that `predicate` is about manifest `digest` of `identity`."""
+    algorithm, _, hexdigest = digest.partition(":")
+    return oci.canonical(
+        {
+            "_type": STATEMENT,
+            "subject": [{"name": identity, "digest": {algorithm: hexdigest}}],
+            "predicateType": predicate_type,
+            "predicate": predicate,
+        }
+    )
+
+
+def pae(payload_type: str, body: bytes) -> bytes:
+    """DSSE's pre-authentication encoding: what the envelope's signatures sign."""
+    kind = payload_type.encode()
+    return b"DSSEv1 %d %s %d %s" % (len(kind), kind, len(body), body)
+
+
+def envelope(body: bytes, signer: Signer) -> bytes:
+    """`body` (an in-toto statement) in a DSSE envelope signed by `signer`."""
+    signature = signer.sign(pae(IN_TOTO, body))
+    return oci.canonical(
+        {
+            "payload": base64.b64encode(body).decode(),
+            "payloadType": IN_TOTO,
+            "signatures": [{"keyid": "", "sig": base64.b64encode(signature).decode()}],
+        }
+    )
+
+
+def opened(data: bytes, public_pem: bytes) -> dict[str, Any] | None:
+    """The statement a DSSE envelope holds when one of its signatures verifies with the key
+    `public_pem`; None for anything else (another key, a torn or foreign envelope)."""
+    try:
+        found = json.loads(data)
+        if found["payloadType"] != IN_TOTO:
+            return None
+        body = base64.b64decode(found["payload"], validate=True)
+        marks = [base64.b64decode(s["sig"], validate=True) for s in found["signatures"]]
+        signed = pae(IN_TOTO, body)
+        if not any(verifies(public_pem, signed, mark) for mark in marks):
+            return None
+        made = json.loads(body)
+        return made if isinstance(made, dict) else None
+    except (ValueError, TypeError, KeyError):
+        return None
+
+
+def _about(made: dict[str, Any], digest: str) -> bool:
+    """Whether a statement's subjects include `digest`."""
+    algorithm, _, hexdigest = digest.partition(":")
+    subjects = made.get("subject")
+    return isinstance(subjects, list) and any(
+        isinstance(s, dict)
+        and isinstance(s.get("digest"), dict)
+        and s["digest"].get(algorithm) == hexdigest
+        for s in subjects
+    )
 
 
 @dataclass(frozen=True)
@@ -119,9 +198,11 @@ def verifies(public_pem: bytes, data: bytes, signature: bytes) -> bool:
         return tools.run(OPENSSL, args, ok_codes=(0, 1)).exit_code == 0
 
 
-def _fetch(client: Client, repository: str, desc: oci.Descriptor) -> bytes | None:
+def _fetch(
+    client: Client, repository: str, desc: oci.Descriptor, limit: int = MAX_PAYLOAD
+) -> bytes | None:
     """A small blob's bytes when the registry has them as described; else None."""
-    if desc.size > MAX_PAYLOAD:
+    if desc.size > limit:
         return None
     out = io.BytesIO()
     size, hexdigest = client.get_blob(repository, desc.digest, out, lambda n: None)
@@ -176,11 +257,62 @@ def sign_digest(
         annotations={SIGNATURE_ANNOTATION: base64.b64encode(signer.sign(message)).decode()},
     )
     # another key's signature of the same payload is a layer with the same blob: kept
+    _add_layer(client, repository, tag, layers, mine, message)
+    return True
+
+
+def attest_digest(
+    client: Client,
+    repository: str,
+    identity: str,
+    digest: str,
+    predicate_type: str,
+    predicate: Any,
+    signer: Signer,
+    public_pem: bytes,
+) -> bool:
+    """Make sure `digest` carries an attestation of `predicate_type` signed by the signer's
+    key, as `cosign attest` attaches one: nothing is sent when one is there (its envelope
+    checked against the key and its subject against the digest); else this one is added
+    beside what the tag holds. True when it attested now."""
+    tag = attestation_tag(digest)
+    layers = _layers(client.get_manifest(repository, tag))
+    for layer in layers:
+        if layer.media_type != DSSE or layer.annotations.get(PREDICATE_TYPE) != predicate_type:
+            continue
+        body = _fetch(client, repository, layer, MAX_ATTESTATION)
+        made = None if body is None else opened(body, public_pem)
+        if (
+            made is not None
+            and made.get("predicateType") == predicate_type
+            and _about(made, digest)
+        ):
+            return False
+    data = envelope(statement(identity, digest, predicate_type, predicate), signer)
+    mine = oci.Descriptor(
+        DSSE,
+        oci.sha256_of(data),
+        len(data),
+        annotations={SIGNATURE_ANNOTATION: "", PREDICATE_TYPE: predicate_type},
+    )
+    _add_layer(client, repository, tag, layers, mine, data)
+    return True
+
+
+def _add_layer(
+    client: Client,
+    repository: str,
+    tag: str,
+    layers: list[oci.Descriptor],
+    mine: oci.Descriptor,
+    data: bytes,
+) -> None:
+    """Put `mine` (bytes `data`) after `layers` in the manifest tagged `tag`."""
     layers = [*layers, mine]
     config = oci.canonical(_config([layer.digest for layer in layers]))
     config_desc = oci.Descriptor(oci.CONFIG, oci.sha256_of(config), len(config))
-    for blob, data in ((mine, message), (config_desc, config)):
-        _put_small_blob(client, repository, blob.digest, data)
+    for blob, content in ((mine, data), (config_desc, config)):
+        _put_small_blob(client, repository, blob.digest, content)
     manifest = oci.canonical(
         {
             "schemaVersion": 2,
@@ -190,7 +322,6 @@ def sign_digest(
         }
     )
     client.put_manifest(repository, tag, manifest, oci.MANIFEST)
-    return True
 
 
 def _vouches_for(body: bytes) -> str | None:

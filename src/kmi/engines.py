@@ -380,7 +380,7 @@ class Buildx:
         say(f"{image}: pushed {reference}@{digest} with buildx{_left_out(missing)}")
         outcome = publish_stage.Outcome(image, reference, digest, tags, "pushed")
         if sign is not None:  # imagetools moves the tags itself: signed right after
-            outcome.signed = sign([*digests.values(), digest])
+            outcome.signed, outcome.attested = sign([*digests.values(), digest])
         ctx.results_entry(outcome.to_json())
         made = receipts.Publish(
             key=digest,

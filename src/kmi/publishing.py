@@ -3,8 +3,9 @@ where the image goes. The engines (kmi.engines) and the docs use these."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from kmi import maintained, receipts, releases
 from kmi.catalogue import Flavor, Target
@@ -57,8 +58,9 @@ def signing(
     ctx: Context, client: Client, repository: str, image: str, say: Callable[[str], None]
 ) -> Sign | None:
     """What signs the image's manifests in `repository` of the client's registry, with
-    KMI_SIGNING_KEY (None when it is unset). The key is read here, before anything is pushed:
-    a wrong passphrase stops the publish at once."""
+    KMI_SIGNING_KEY (None when it is unset), and attaches each per-arch image's SBOM and
+    provenance as signed attestations. The key is read here, before anything is pushed: a
+    wrong passphrase stops the publish at once."""
     key = ctx.settings.signing_key
     if key is None:
         return None
@@ -67,8 +69,9 @@ def signing(
     signer = cosign.Signer(key, ctx.settings.signing_password)
     public = signer.public_pem()
     identity = f"{client.registry.host}/{repository}"
+    per_arch = per_arch_digests(ctx, image)
 
-    def sign(digests: list[str]) -> int:
+    def sign(digests: list[str]) -> tuple[int, int]:
         fresh = sum(
             cosign.sign_digest(client, repository, identity, d, signer, public) for d in digests
         )
@@ -79,9 +82,67 @@ def signing(
             if fresh
             else f"{image}: its {kept} manifest(s) are already signed by this key"
         )
-        return fresh
+        attested = 0
+        for digest in digests:
+            target = per_arch.get(digest)
+            if target is None:  # the index, or an arch built on an earlier night
+                continue
+            for kind, predicate in attestations(ctx, target, say):
+                attested += cosign.attest_digest(
+                    client, repository, identity, digest, kind, predicate, signer, public
+                )
+        if attested:
+            say(f"{image}: attached {attested} signed attestation(s) (SBOM, provenance)")
+        return fresh, attested
 
     return sign
+
+
+def per_arch_digests(ctx: Context, image: str) -> dict[str, Target]:
+    """The per-arch manifest digests this machine's receipts know the targets of: the
+    native engine's layout, push:T's push, buildx's push."""
+    found: dict[str, Target] = {}
+    for target in ctx.images[image]:
+        build = ctx.paths.receipt(target.name, "build")
+        native = receipts.read(build, receipts.Build)
+        pushed = receipts.read(ctx.paths.receipt(target.name, "push"), receipts.Pushed)
+        buildx = receipts.read(build, receipts.PushedBuild)
+        for digest in (
+            native.manifest if native else None,
+            pushed.digest if pushed else None,
+            buildx.digest if buildx else None,
+        ):
+            if digest:
+                found[digest] = target
+    return found
+
+
+def attestations(ctx: Context, target: Target, say: Callable[[str], None]) -> list[tuple[str, Any]]:
+    """The predicates publish attaches to the target's per-arch image: its SBOM (when
+    sbom:T made it for this disk) and its provenance."""
+    from kmi import cosign, provenance
+
+    found: list[tuple[str, Any]] = []
+    sbom = ctx.paths.sbom(target.name)
+    if ctx.plan.recorded(target, "sbom"):
+        try:
+            found.append((cosign.SPDX, json.loads(sbom.read_text(encoding="utf-8"))))
+        except (OSError, ValueError):
+            name = target.name
+            say(f"{name}: {sbom} cannot be read; no SBOM attached (run: doit sbom:{name})")
+    else:
+        say(f"{target.name}: no SBOM of this disk; none attached (run: doit sbom:{target.name})")
+    disk = receipts.read(ctx.paths.receipt(target.name, "sparsify"), receipts.Sparsify)
+    entry = ctx.pinned(target)
+    recipe = ctx.plan.recipe(target)
+    if disk is None or entry is None or recipe is None:
+        say(f"{target.name}: its sparsify receipt or lock entry is missing; no provenance attached")
+        return found
+    made = provenance.predicate(
+        target, entry, recipe, disk.built, disk.customized, disk.restored_from
+    )
+    found.append((cosign.SLSA_PROVENANCE, made))
+    return found
 
 
 def repository_of(ctx: Context, flavor: str) -> str:

@@ -106,6 +106,7 @@ class Sysprep(Receipt):
     size: int
     skipped_guest_steps: list[str] = field(default_factory=list)
     customized: str = "native"  # or "emulated": how the guest steps ran
+    built: dict[str, str] = field(default_factory=dict)  # kmi.provenance.made_by: host, tools
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -115,6 +116,7 @@ class Sparsify(Receipt):
     sysprep_size: int
     final_size: int
     customized: str = "native"  # how the disk's customized image was made (its sysprep's)
+    built: dict[str, str] = field(default_factory=dict)  # the sysprep's, with sparsify's tools
 
 
 @dataclass(frozen=True, kw_only=True)

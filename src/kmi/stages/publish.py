@@ -50,6 +50,7 @@ class Outcome:
     blobs_mounted: int = 0
     seconds: float = 0.0
     signed: int = 0  # manifests signed by this run (those already signed by the key: not)
+    attested: int = 0  # attestations (SBOM, provenance) attached by this run
     error: str = ""
 
     def to_json(self) -> dict[str, Any]:
@@ -138,8 +139,10 @@ class _Pusher:
 
 
 # Signs the given manifest digests (per-arch ones, then the index) where the key has not
-# signed them yet; returns how many it signed (kmi.publishing.signing makes one).
-Sign = Callable[[list[str]], int]
+# signed them yet, and attaches each per-arch image's SBOM and provenance where the key has
+# not attested them yet; returns how many signatures and attestations it added
+# (kmi.publishing.signing makes one).
+Sign = Callable[[list[str]], tuple[int, int]]
 
 
 def publish(
@@ -198,7 +201,7 @@ def _publish(
     remote = {t: client.manifest_digest(pusher.repo, t) for t in out.tags}
     if all(d == index.digest for d in remote.values()):
         if sign is not None:  # signed already, as a rule; a key set since signs it now
-            out.signed = sign(manifests_of(data))
+            out.signed, out.attested = sign(manifests_of(data))
         out.status, out.seconds = "unchanged", time.monotonic() - started
         say(f"{plan.image}: unchanged at {out.reference} ({index.digest[:19]}…), nothing sent")
         return out
@@ -207,7 +210,7 @@ def _publish(
             arches(pusher)
         pusher.manifest(index, index.digest, data)
     if sign is not None:  # before any tag names it: a node requiring signatures never
-        out.signed = sign(manifests_of(data))  # finds a tag on an unsigned image
+        out.signed, out.attested = sign(manifests_of(data))  # finds a tag on an unsigned image
     for tag in out.tags:
         if remote[tag] != index.digest:
             pusher.manifest(index, tag, data)

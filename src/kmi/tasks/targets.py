@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
-from kmi import receipts
+from kmi import receipts, tools
 from kmi.catalogue import Target
 from kmi.errors import KmiError
 from kmi.progress import say
@@ -170,7 +170,12 @@ def run_sysprep(target: Target) -> None:
         say(f"{name}: guest steps left out as the catalogue says: {skipped}")
     say(f"{name}: upstream {source.stat().st_size} bytes -> sysprep {size} bytes")
     done = receipts.Sysprep(
-        key=keys.sysprep, target=name, size=size, skipped_guest_steps=skipped, customized=way
+        key=keys.sysprep,
+        target=name,
+        size=size,
+        skipped_guest_steps=skipped,
+        customized=way,
+        built=_made_by(sysprep_stage.TOOLS),
     )
     CTX.finish(name, done, output)
 
@@ -209,8 +214,18 @@ def run_sparsify(target: Target) -> None:
         sysprep_size=made["sysprep_size"],
         final_size=made["final_size"],
         customized=customized.customized if customized else "native",
+        built={**(customized.built if customized else {}), **_made_by(sparsify_stage.TOOLS)},
     )
     CTX.finish(name, done, disk)
+
+
+def _made_by(stage_tools: tuple[tools.Tool, ...]) -> dict[str, str]:
+    """This machine, this kmi and the versions of the stage's tools (for the provenance)."""
+    from kmi import provenance
+
+    every = CTX.tool_versions()
+    used = {t.command: every[t.command] for t in stage_tools if t.command in every}
+    return provenance.made_by(CTX.plan.host, used)
 
 
 def task_sparsify() -> Iterator[TaskDict]:
