@@ -20,6 +20,13 @@ from kmi.errors import CatalogueError, VerificationError
 from kmi.signatures import Pins
 
 Tier = Literal["planned", "preview", "proposed", "stable"]
+Security = Literal["auto", "selinux", "apparmor", "none"]
+# the support tiers' criteria a machine checks (kmi.criteria; README, "Support tiers")
+Criterion = Literal[
+    "metadata", "signature", "size", "qcow2", "packages",
+    "boot", "cloud-init", "agent", "ssh",
+    "agent-ssh-key", "security", "network", "root-grows",
+]  # fmt: skip
 NAME = re.compile(r"^[a-z0-9][a-z0-9.-]*$")
 FINGERPRINT = re.compile(r"^[0-9A-F]{40}$")
 GROW = re.compile(r"^(\+?[0-9]+[KMGT]?)?$")
@@ -409,6 +416,25 @@ class BootTest:
         metadata=_doc(
             "publish only images whose boot test passed; default: yes, except for the tiers "
             "in KMI_UNTESTED_TIERS (preview)"
+        ),
+    )
+    security: Security = field(
+        default="auto",
+        metadata=_doc(
+            "the access control the distribution ships on: selinux (must be enforcing), "
+            "apparmor (must be enabled), none; auto: SELinux enforcing if the guest has "
+            "SELinux, else AppArmor enabled"
+        ),
+    )
+    packages: tuple[str, ...] = field(
+        default=("qemu-guest-agent",),
+        metadata=_doc("packages the image must contain (the `packages` criterion)"),
+    )
+    waive: dict[Criterion, str] = field(
+        default_factory=dict,
+        metadata=_doc(
+            'criteria (README, "Support tiers") this flavor\'s tier does not require, each '
+            "with the reason, shown in the image README"
         ),
     )
 

@@ -11,12 +11,18 @@ fresh SSH key and a marker command, and then checks, all within one deadline per
   channel, and reports the flavor's OS and version;
 - ssh: the flavor's default user logs in with the generated key over a forwarded loopback port.
 
+Then, recorded for the support tiers (kmi.criteria) without failing the test: the agent adds
+a second key that then logs in (agent-ssh-key), SELinux or AppArmor as the catalogue says
+(security), a default route (network), and a root filesystem grown past the image's size on
+the 1 GiB larger disk the test boots (root-grows).
+
 The QEMU command line is built by a pure function (pinned by a test for every arch); the
 console log, QEMU's own output and the check results go to build/<T>/logs/.
 """
 
 from __future__ import annotations
 
+import json
 import secrets
 import shlex
 import tempfile
@@ -32,9 +38,10 @@ from kmi.keys import stage_key
 from kmi.stages.boottest.machine import MACHINES, Run, firmware_of, free_port, qemu_argv
 from kmi.stages.boottest.report import CHECKS, Report, failure_message, write_results
 from kmi.stages.boottest.seed import GENISOIMAGE, SSH_KEYGEN, Expect, make_key, make_seed, user_data
-from kmi.stages.boottest.watch import SSH, Options, Watch
+from kmi.stages.boottest.watch import SSH, Extra, Options, Watch
 
-TEST_VERSION = "1"  # bump when the checks change: every test reruns
+TEST_VERSION = "2"  # bump when the checks change: every test reruns
+GROW = 1 << 30  # the boot disk is this much larger than the image: the root fs must grow
 TOOLS = (tools.QEMU_IMG, GENISOIMAGE, SSH, SSH_KEYGEN)
 
 __all__ = [
@@ -52,6 +59,15 @@ __all__ = [
     "user_data",
     "write_results",
 ]
+
+
+def virtual_size(disk: Path, log: Path) -> int:
+    """The disk's virtual size in bytes (qemu-img info)."""
+    found = tools.run(tools.QEMU_IMG, ["info", "--output=json", str(disk)], log=log)
+    try:
+        return int(json.loads(found.stdout)["virtual-size"])
+    except (ValueError, KeyError, TypeError):
+        raise KmiError(f"{disk}: qemu-img info gave no virtual size; log: {log}") from None
 
 
 def boot_test_key(target: Target, disk_key: str) -> str:
@@ -90,6 +106,9 @@ def boot_test(
         folder = Path(tmp)
         token = secrets.token_hex(8)
         key, public_key = make_key(folder, setup_log)
+        added, added_public = make_key(folder, setup_log, "id_agent")  # the agent adds it
+        image_size = virtual_size(disk, setup_log)
+        extra = Extra(added, added_public, image_size, image_size + GROW)
         run = Run(
             overlay=folder / "overlay.qcow2",
             seed=make_seed(folder, public_key, token, setup_log),
@@ -110,6 +129,7 @@ def boot_test(
                 "-b",
                 str(disk.resolve()),
                 str(run.overlay),
+                str(extra.disk_size),  # larger than the image, as a larger DataVolume is
             ],
             log=setup_log,
         )
@@ -119,7 +139,7 @@ def boot_test(
             f"{target.name}: booting under {options.accel} (up to {options.timeout:.0f} s; "
             f"console: {run.console})"
         )
-        watch = Watch(run, key, token, expect, options, report, say)
+        watch = Watch(run, key, token, expect, options, report, say, extra)
         with tools.spawn(machine.qemu, argv[1:], qemu_log) as guest:
             try:
                 watch.watch(guest)

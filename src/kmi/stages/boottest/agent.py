@@ -70,9 +70,14 @@ class Agent:
             self.close()
             return False
 
-    def call(self, command: str, wait: float = 30.0) -> Any:
+    def call(
+        self, command: str, wait: float = 30.0, arguments: dict[str, Any] | None = None
+    ) -> Any:
         """Run one command; its `return` value, or a KmiError with the agent's error."""
-        self._connect().sendall(json.dumps({"execute": command}).encode() + b"\n")
+        request: dict[str, Any] = {"execute": command}
+        if arguments is not None:
+            request["arguments"] = arguments
+        self._connect().sendall(json.dumps(request).encode() + b"\n")
         reply = self._reply(wait, lambda m: "return" in m or "error" in m)
         if reply is None:
             raise KmiError(f"{command}: no answer within {wait:.0f} s")

@@ -28,12 +28,16 @@ class Expect:
     user: str
     os_id: str
     version: str
+    security: str = "auto"  # the catalogue's test.security
 
     @classmethod
     def of(cls, target: Target) -> Expect:
         flavor = target.flavor
         return cls(
-            flavor.containerdisk.user, flavor.test.os_id or flavor.name, target.version.version
+            flavor.containerdisk.user,
+            flavor.test.os_id or flavor.name,
+            target.version.version,
+            flavor.test.security,
         )
 
     def matches(self, osinfo: dict[str, Any]) -> str | None:
@@ -92,9 +96,9 @@ def write_seed(
     return seed
 
 
-def make_key(folder: Path, log: Path) -> tuple[Path, str]:
-    key = folder / "id_ed25519"
+def make_key(folder: Path, log: Path, name: str = "id_ed25519") -> tuple[Path, str]:
+    key = folder / name
     tools.run(
         SSH_KEYGEN, ["-q", "-t", "ed25519", "-N", "", "-C", "kmi-test", "-f", str(key)], log=log
     )
-    return key, (folder / "id_ed25519.pub").read_text(encoding="utf-8")
+    return key, (folder / f"{name}.pub").read_text(encoding="utf-8")

@@ -14,7 +14,7 @@ from kmi import tools
 from kmi.errors import KmiError
 from kmi.stages.boottest.agent import Agent
 from kmi.stages.boottest.machine import AGENT_CHANNEL, Run
-from kmi.stages.boottest.report import CHECKS, Report, text_of
+from kmi.stages.boottest.report import CHECKS, EXTRA_CHECKS, Report, text_of
 from kmi.stages.boottest.seed import MARKER_FILE, Expect
 
 AGENT_GRACE = 60.0  # seconds the agent may lag behind a guest that is otherwise up
@@ -43,6 +43,17 @@ SSH_PROBE = (
     "test -x /usr/sbin/qemu-ga -o -x /usr/bin/qemu-ga && echo agent-installed || echo agent-missing"
 )
 NO_AGENT = "qemu-ga is not installed in the guest"
+# Read once the guest is up (kmi.criteria's boot-time criteria), each answer on its line:
+# SELinux's mode, whether AppArmor is enabled, whether a default route exists (IPv4 or
+# IPv6), the root filesystem's size in KiB. Only /proc, /sys, grep and df: in every image.
+EXTRA_PROBE = (
+    "cat /sys/fs/selinux/enforce 2>/dev/null || echo -; "
+    "cat /sys/module/apparmor/parameters/enabled 2>/dev/null || echo -; "
+    "{ grep -q '^[^ \t]*[ \t]00000000[ \t]' /proc/net/route 2>/dev/null "
+    r"|| grep -v ' lo$' /proc/net/ipv6_route 2>/dev/null | grep -q '^0\{32\} 00 '; } "
+    "&& echo default-route || echo no-route; "
+    "df -P -k / | tail -n 1"
+)
 
 
 def fatal_in(*logs: Path) -> str | None:
@@ -52,6 +63,43 @@ def fatal_in(*logs: Path) -> str | None:
         if found:
             return found.group(0).strip()
     return None
+
+
+@dataclass(frozen=True)
+class Extra:
+    """What the tiers' boot-time criteria need: a second key for the agent to add, and the
+    sizes of the image and of the larger disk it boots on."""
+
+    key: Path
+    public_key: str
+    image_size: int  # the final disk's virtual size
+    disk_size: int  # the overlay's: larger, as a larger DataVolume would be
+
+
+def security_state(selinux: str, apparmor: str) -> str:
+    """selinux-enforcing, selinux-permissive, apparmor or none, from the probe's lines."""
+    if selinux in ("0", "1"):
+        return "selinux-enforcing" if selinux == "1" else "selinux-permissive"
+    return "apparmor" if apparmor == "Y" else "none"
+
+
+def judge_security(wanted: str, found: str) -> tuple[bool, str]:
+    """Whether the guest's access control is what the catalogue says the distribution ships."""
+    shown = {
+        "selinux-enforcing": "SELinux enforcing",
+        "selinux-permissive": "SELinux permissive",
+        "apparmor": "AppArmor enabled",
+        "none": "neither SELinux nor AppArmor",
+    }[found]
+    if wanted == "auto":
+        ok = found in ("selinux-enforcing", "apparmor")
+        return (
+            ok,
+            shown if ok else f"{shown} (set test.security: none if the distribution ships so)",
+        )
+    expected = {"selinux": "selinux-enforcing", "apparmor": "apparmor", "none": "none"}[wanted]
+    ok = found == expected
+    return ok, shown if ok else f"{shown}; the catalogue says {wanted} (test.security)"
 
 
 @dataclass(frozen=True)
@@ -84,25 +132,32 @@ class Watch:
         options: Options,
         report: Report,
         say: Callable[[str], None],
+        extra: Extra | None = None,
     ) -> None:
         self.run, self.token, self.expect, self.options = run, token, expect, options
+        self.extra = extra
         self.report, self.checks, self.say = report, report.checks, say
         self.start = time.monotonic()
         self.deadline = self.start + options.timeout
         assert run.agent_socket is not None and run.ssh_port is not None  # a test boot has both
         self.socket = run.agent_socket
         self.agent = Agent(run.agent_socket)
-        self.ssh_args = [
-            *("-i", str(key), "-p", str(run.ssh_port)),
-            *("-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no"),
-            *("-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR"),
-            *("-o", "ConnectTimeout=10"),
-            f"{expect.user}@127.0.0.1",
-            SSH_PROBE,
-        ]
+        self.key = key
+        self.ssh_args = [*self._ssh(key), SSH_PROBE]
         self.ssh_said = ""  # the last thing a failed SSH attempt said
         self.guest: Probe | None = None  # what the SSH probe read last
         self.settled_at: float | None = None  # when cloud-init was seen finished
+
+    def _ssh(self, key: Path) -> list[str]:
+        """ssh's options to log in as the flavor's user with `key`."""
+        assert self.run.ssh_port is not None
+        return [
+            *("-i", str(key), "-p", str(self.run.ssh_port)),
+            *("-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no"),
+            *("-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR"),
+            *("-o", "ConnectTimeout=10", "-o", "IdentitiesOnly=yes"),
+            f"{self.expect.user}@127.0.0.1",
+        ]
 
     def elapsed(self) -> float:
         return round(time.monotonic() - self.start, 1)
@@ -154,9 +209,71 @@ class Watch:
                 "agent", False, f"no answer from qemu-guest-agent on {AGENT_CHANNEL}: {NO_AGENT}"
             )
         if all(self.checks[c].passed is not None for c in CHECKS):
+            self._extras()
             return True
         now = time.monotonic()  # cloud-init is done: what has not answered gets a grace period
         return now - self.settled_at > AGENT_GRACE or now >= self.deadline
+
+    def _extras(self) -> None:
+        """The tiers' boot-time criteria, asked once the core checks have answered."""
+        extra = self.extra
+        if extra is None or not (self.checks["ssh"].passed and self.checks["agent"].passed):
+            return  # not reached: _unanswered says why
+        if self.checks["security"].passed is None:
+            done = tools.ask(SSH, [*self._ssh(self.key), EXTRA_PROBE], 60)
+            if done.code == 0:
+                self._judge_extra(done.stdout, extra)
+        if self.checks["agent-ssh-key"].passed is None:
+            self._agent_ssh_key(extra)
+
+    def _judge_extra(self, output: str, extra: Extra) -> None:
+        lines = [line.strip() for line in output.splitlines()] + [""] * 4
+        selinux, apparmor, route, df = lines[:4]
+        found = security_state(selinux, apparmor)
+        wanted = self.expect.security
+        self._set("security", *judge_security(wanted, found))
+        if route == "default-route":
+            self._set("network", True, "the guest has a default route (DHCP on user networking)")
+        else:
+            self._set("network", False, "no default route in the guest")
+        fields = df.split()
+        size = int(fields[1]) * 1024 if len(fields) > 1 and fields[1].isdigit() else 0
+        image = extra.image_size
+        if size > image:
+            self._set(
+                "root-grows",
+                True,
+                f"/ is {size / 2**30:.2f} GiB on a {extra.disk_size / 2**30:.2f} GiB disk "
+                f"(the image: {image / 2**30:.2f} GiB)",
+            )
+        else:
+            self._set(
+                "root-grows",
+                False,
+                f"/ is {size / 2**30:.2f} GiB on a {extra.disk_size / 2**30:.2f} GiB disk: "
+                f"not grown past the image's {image / 2**30:.2f} GiB (growpart, resize_rootfs)",
+            )
+
+    def _agent_ssh_key(self, extra: Extra) -> None:
+        """What KubeVirt's accessCredentials with qemuGuestAgent propagation does: the agent
+        adds a key to the user's authorized keys, then that key logs in."""
+        arguments = {"username": self.expect.user, "keys": [extra.public_key.strip()]}
+        try:
+            self.agent.call("guest-ssh-add-authorized-keys", arguments=arguments)
+        except (KmiError, OSError) as err:
+            self._set("agent-ssh-key", False, f"guest-ssh-add-authorized-keys: {err}")
+            return
+        done = tools.ask(SSH, [*self._ssh(extra.key), "id -un"], 60)
+        if done.code == 0 and done.stdout.strip() == self.expect.user:
+            self._set(
+                "agent-ssh-key",
+                True,
+                "guest-ssh-add-authorized-keys, then SSH with the key it added",
+            )
+            return
+        said = (done.stderr or done.stdout).strip().splitlines()
+        why = said[-1] if said else "no answer"
+        self._set("agent-ssh-key", False, f"the agent added the key; SSH with it failed: {why}")
 
     def _ask_agent(self) -> None:
         if not self.socket.exists() or not self.agent.sync(2.0):
@@ -235,3 +352,7 @@ class Watch:
         if checks["ssh"].passed is None:
             checks["ssh"].passed = False
             checks["ssh"].detail = f"no login as {self.expect.user} within {waited}{said}"
+        for name in EXTRA_CHECKS:
+            if checks[name].passed is None and self.extra is not None:
+                checks[name].passed = False
+                checks[name].detail = "not checked: the agent and SSH must answer first"
