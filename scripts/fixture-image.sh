@@ -34,10 +34,12 @@ mount --bind /dev "$root/dev"
 mount --bind /dev/pts "$root/dev/pts"
 printf 'deb %s %s main\n' "$mirror" "$suite" >"$root/etc/apt/sources.list"
 in_root apt-get -qq update
-echo "fixture: kernel, cloud-init, openssh-server"
+echo "fixture: kernel, cloud-init, openssh-server, growpart"
+# cloud-guest-utils: growpart, which cloud-init's growpart module runs to grow the root
+# partition onto a larger disk (the root-grows criterion)
 in_root apt-get -qq install -y --no-install-recommends \
     linux-image-cloud-amd64 initramfs-tools cloud-init openssh-server netbase \
-    ifupdown isc-dhcp-client sudo e2fsprogs >"$work/install.log" 2>&1 \
+    ifupdown isc-dhcp-client sudo e2fsprogs cloud-guest-utils >"$work/install.log" 2>&1 \
     || { tail -40 "$work/install.log"; exit 1; }
 
 echo "kmi-fixture" >"$root/etc/hostname"
