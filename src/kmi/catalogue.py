@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 import yaml
 
+from kmi import catalogue_checks as valid
 from kmi import schema, templates
 from kmi.errors import CatalogueError, VerificationError
 from kmi.signatures import Pins
@@ -27,10 +28,8 @@ Criterion = Literal[
     "boot", "cloud-init", "agent", "ssh",
     "agent-ssh-key", "security", "network", "root-grows",
 ]  # fmt: skip
-NAME = re.compile(r"^[a-z0-9][a-z0-9.-]*$")
-FINGERPRINT = re.compile(r"^[0-9A-F]{40}$")
+NAME = valid.NAME
 GROW = re.compile(r"^(\+?[0-9]+[KMGT]?)?$")
-OCTAL = re.compile(r"^0?[0-7]{3,4}$")
 MAX_FILE = 1 << 20  # a catalogue file is a few KiB; more is a mistake
 LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
@@ -50,81 +49,11 @@ def _doc(text: str, check: schema.Check | None = None) -> Any:
     return meta
 
 
-def _name(value: str) -> str | None:
-    return None if NAME.match(value) else "use lowercase letters, digits, '.' and '-'"
-
-
-def _url_template(allowed: frozenset[str], optional: bool = False) -> schema.Check:
-    def check(value: str) -> str | None:
-        if value == "":
-            # an optional URL's need depends on other keys; checked in _cross_checks
-            return None if optional else "must not be empty"
-        relative = value.startswith(("{dir}", "{url}", "{checksum_url}"))
-        if not value.startswith(("https://", "http://")) and not relative:
-            return f"expected an http(s) URL or one starting with {{dir}} or {{url}}, got {value!r}"
-        return templates.unknown_placeholders(value, allowed)
-
-    return check
-
-
-def _regex_template(allowed: frozenset[str], group: str) -> schema.Check:
-    def check(value: str) -> str | None:
-        if value == "":
-            return None
-        problem = templates.unknown_placeholders(value, allowed)
-        if problem:
-            return problem
-        try:
-            pattern = re.compile(templates.render(value, dict.fromkeys(allowed, "x"), regex=True))
-        except re.error as err:
-            return f"not a valid regular expression: {err.msg}"
-        if group not in pattern.groupindex:
-            return f"the pattern needs a named group (?P<{group}>...)"
-        return None
-
-    return check
-
-
-def _fingerprints(values: tuple[str, ...]) -> str | None:
-    bad = [v for v in values if not FINGERPRINT.match(v)]
-    return f"not a 40-digit uppercase hex fingerprint: {bad[0]!r}" if bad else None
-
-
-def _key_files(values: tuple[str, ...]) -> str | None:
-    fetched = [v for v in values if "://" in v]
-    if fetched:
-        return (
-            f"{fetched[0]!r}: keys are read from the repository, never fetched; keep the key "
-            "file beside the catalogue (e.g. keys/<flavor>.asc) and give its path"
-        )
-    absolute = [v for v in values if v.startswith("/") or v == ""]
-    return f"{absolute[0]!r}: give a path relative to the catalogue folder" if absolute else None
-
-
-def _guest_path(value: str) -> str | None:
-    return None if value.startswith("/") else f"expected an absolute guest path, got {value!r}"
-
-
-def _relative_path(value: str) -> str | None:
-    parts = Path(value).parts
-    if not value or value.startswith("/") or ".." in parts:
-        return f"expected a path inside the catalogue folder, got {value!r}"
-    return None
-
-
-def _octal(value: str) -> str | None:
-    return None if OCTAL.match(value) else f"expected an octal mode such as '0644', got {value!r}"
-
-
-def _templates(allowed: frozenset[str]) -> schema.Check:
-    return lambda value: templates.unknown_placeholders(value, allowed) if value else None
-
-
 @dataclass(frozen=True)
 class Version:
     """One maintained release of a flavor."""
 
-    version: str = field(metadata=_doc("release version, e.g. '42', '24.04'", _name))
+    version: str = field(metadata=_doc("release version, e.g. '42', '24.04'", valid.name))
     name: str = field(default="", metadata=_doc("release name, e.g. 'noble', 'bookworm'"))
     arches: tuple[Arch, ...] = field(
         default=(), metadata=_doc("the arches of this version, if fewer than the flavor's")
@@ -141,28 +70,28 @@ class Discovery:
     )
     index: str = field(
         metadata=_doc(
-            "URL of the page or JSON that lists builds", _url_template(templates.VERSION_VARS)
+            "URL of the page or JSON that lists builds", valid.url_template(templates.VERSION_VARS)
         )
     )
     match: str = field(
         default="",
         metadata=_doc(
             "listing, releases-json: regex of the image file name with a (?P<release>...) group",
-            _regex_template(templates.VERSION_VARS, "release"),
+            valid.regex_template(templates.VERSION_VARS, "release"),
         ),
     )
     folder: str = field(
         default="",
         metadata=_doc(
             "dated-folders: regex of a build folder name with a (?P<release>...) group",
-            _regex_template(templates.VERSION_VARS, "release"),
+            valid.regex_template(templates.VERSION_VARS, "release"),
         ),
     )
     file: str = field(
         default="",
         metadata=_doc(
             "dated-folders: the image file name in a build folder",
-            _templates(templates.RELEASE_VARS),
+            valid.placeholders(templates.RELEASE_VARS),
         ),
     )
     pin: str = field(
@@ -170,7 +99,7 @@ class Discovery:
         metadata=_doc(
             "listing of a moving folder (latest/): the dated URL of the same file, which is "
             "what the lock pins",
-            _url_template(templates.RELEASE_VARS | {"file"}, optional=True),
+            valid.url_template(templates.RELEASE_VARS | {"file"}, optional=True),
         ),
     )
     filter: dict[str, str] = field(
@@ -179,7 +108,7 @@ class Discovery:
     )
     product: str = field(
         default="",
-        metadata=_doc("simplestreams: product id", _templates(templates.VERSION_VARS)),
+        metadata=_doc("simplestreams: product id", valid.placeholders(templates.VERSION_VARS)),
     )
     item: str = field(default="disk1.img", metadata=_doc("simplestreams: item ftype"))
     base: str = field(
@@ -193,12 +122,12 @@ class Track:
     """A policy that follows new versions upstream, e.g. "keep the newest two"."""
 
     index: str = field(
-        metadata=_doc("URL of the page listing versions", _url_template(frozenset({"flavor"})))
+        metadata=_doc("URL of the page listing versions", valid.url_template(frozenset({"flavor"})))
     )
     match: str = field(
         metadata=_doc(
             "regex of a version in that page, with a (?P<version>...) group",
-            _regex_template(frozenset({"flavor"}), "version"),
+            valid.regex_template(frozenset({"flavor"}), "version"),
         )
     )
     json_key: str = field(
@@ -216,7 +145,9 @@ class Track:
 class Checksum:
     """Where upstream publishes the digest of each image."""
 
-    url: str = field(metadata=_doc("URL of the checksum file", _url_template(templates.FILE_VARS)))
+    url: str = field(
+        metadata=_doc("URL of the checksum file", valid.url_template(templates.FILE_VARS))
+    )
     format: Literal["bsd", "gnu", "single", "json"] = field(
         metadata=_doc("bsd: 'SHA256 (f) = h'; gnu: 'h  f' or 'h *f'; single: one digest; json")
     )
@@ -238,7 +169,7 @@ class Signature:
         default="",
         metadata=_doc(
             "detached: URL of the signature",
-            _url_template(templates.SIGNATURE_VARS, optional=True),
+            valid.url_template(templates.SIGNATURE_VARS, optional=True),
         ),
     )
     keys: tuple[str, ...] = field(
@@ -246,14 +177,14 @@ class Signature:
         metadata=_doc(
             "the public key files, relative to the catalogue folder (kept in the repository, "
             "never fetched)",
-            _key_files,
+            valid.key_files,
         ),
     )
     fingerprints: tuple[str, ...] = field(
         default=(),
         metadata=_doc(
             "pinned primary-key fingerprints (40 hex digits) trusted for every version",
-            _fingerprints,
+            valid.fingerprints,
         ),
     )
     per_version: dict[str, tuple[str, ...]] = field(
@@ -261,7 +192,7 @@ class Signature:
         metadata=_doc(
             "pinned fingerprints per version, for upstreams with one key per release "
             "(Fedora, AlmaLinux); a version listed here trusts only its own keys",
-            lambda value: next(filter(None, map(_fingerprints, value.values())), None),
+            lambda value: next(filter(None, map(valid.fingerprints, value.values())), None),
         ),
     )
     why: str = field(
@@ -308,9 +239,9 @@ class Upstream:
 class FileSpec:
     """A file written into the image."""
 
-    path: str = field(metadata=_doc("absolute path in the guest", _guest_path))
+    path: str = field(metadata=_doc("absolute path in the guest", valid.guest_path))
     content: str = field(metadata=_doc("file content"))
-    mode: str = field(default="0644", metadata=_doc("octal mode", _octal))
+    mode: str = field(default="0644", metadata=_doc("octal mode", valid.octal))
 
 
 @dataclass(frozen=True)
@@ -318,9 +249,9 @@ class CopyIn:
     """A host file or folder copied into the image."""
 
     source: str = field(
-        metadata=_doc("host path, relative to the catalogue folder", _relative_path)
+        metadata=_doc("host path, relative to the catalogue folder", valid.relative_path)
     )
-    dest: str = field(metadata=_doc("guest folder it is copied into", _guest_path))
+    dest: str = field(metadata=_doc("guest folder it is copied into", valid.guest_path))
 
 
 @dataclass(frozen=True)
@@ -364,7 +295,7 @@ class Customize:
         default=(),
         metadata=_doc(
             "extra host scripts (relative to the catalogue), each run with the image's path",
-            lambda paths: next(filter(None, map(_relative_path, paths)), None),
+            lambda paths: next(filter(None, map(valid.relative_path, paths)), None),
         ),
     )
     without_guest_steps: tuple[Arch, ...] = field(
@@ -394,7 +325,9 @@ class ContainerDisk:
     instancetype: str = field(default="u1.medium", metadata=_doc("default instancetype"))
     preference: str = field(
         default="",
-        metadata=_doc("default preference; may use {version}", _templates(templates.VERSION_VARS)),
+        metadata=_doc(
+            "default preference; may use {version}", valid.placeholders(templates.VERSION_VARS)
+        ),
     )
     preferences: dict[Arch, str] = field(
         default_factory=dict, metadata=_doc("per-arch preference overrides")
@@ -443,7 +376,7 @@ class BootTest:
 class Flavor:
     """One catalogue file: a distribution line and everything needed to build it."""
 
-    name: str = field(metadata=_doc("flavor name; the file must be <name>.yaml", _name))
+    name: str = field(metadata=_doc("flavor name; the file must be <name>.yaml", valid.name))
     description: str = field(metadata=_doc("one sentence for users"))
     homepage: str = field(metadata=_doc("upstream home page"))
     license: str = field(metadata=_doc("upstream licence of the image"))

@@ -6,7 +6,8 @@ of its input, so a change anywhere upstream reaches every stage after it.
 
     download -> checksum -> sysprep -> sparsify -> build (engine) -> manifest (per image)
                                                  |        \\-> push (by digest, for CI)
-                                                 \\-> test
+                                                 |-> test  \\-> verify (with sbom)
+                                                 \\-> sbom
 
 One rule decides whether a stage is needed (`Plan.needed`): not when its receipt holds the
 key computed now and its output exists, nor when the stage it only feeds is itself not
@@ -21,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from kmi import oci, receipts, releases
+from kmi import criteria, oci, receipts, releases
 from kmi.catalogue import Flavor, Target
 from kmi.errors import KmiError
 from kmi.keys import stage_key
@@ -36,7 +37,9 @@ from kmi.stages import sysprep as sysprep_stage
 from kmi.stages.checksum import checksum_key
 from kmi.stages.download import download_key
 
-STAGES = ("download", "checksum", "sysprep", "sparsify", "sbom", "build", "test", "push")
+STAGES = (
+    "download", "checksum", "sysprep", "sparsify", "sbom", "build", "test", "verify", "push",
+)  # fmt: skip
 PUSH_VERSION = "1"
 # A stage whose output only feeds the next one: not needed while that one is not needed.
 FEEDS = {"download": "checksum", "checksum": "sysprep", "sysprep": "sparsify"}
@@ -65,6 +68,7 @@ class TargetKeys:
     test: str | None = None
     push: str | None = None  # None without a registry
     sbom: str | None = None
+    verify: str | None = None
 
     def of(self, stage: str) -> str | None:
         key: str | None = getattr(self, stage)
@@ -181,7 +185,12 @@ class Plan:
         if build is not None and registry is not None:
             where = f"{registry.host}/{registry.repository(target.flavor.name)}"
             push = stage_key("push", {"to": where}, {"kmi-push": PUSH_VERSION}, [build])
-        return TargetKeys(entry, dkey, ckey, skey, disk, spec, native, build, test, push, sbom)
+        verify = None
+        if build is not None:
+            verify = criteria.verify_key(target, build, sbom, self.settings.layer_limit)
+        return TargetKeys(
+            entry, dkey, ckey, skey, disk, spec, native, build, test, push, sbom, verify
+        )
 
     def recipe(self, target: Target) -> str | None:
         """What the target's per-arch image is made from, the same on every machine (its
@@ -211,8 +220,8 @@ class Plan:
             return self.paths.sbom(name)
         if stage == "build":
             return self.engine.build_output(name)
-        if stage == "push":
-            return None  # the registry holds it
+        if stage in ("push", "verify"):
+            return None  # the registry holds it; the receipt is all verify makes
         raise ValueError(stage)
 
     def recorded(self, target: Target, stage: str) -> bool:

@@ -14,6 +14,7 @@ from kmi.settings import Settings
 
 if TYPE_CHECKING:
     from kmi.context import Context
+    from kmi.criteria import Result
     from kmi.published import PublishedArch, Reader
     from kmi.registry import Client
     from kmi.stages.publish import Outcome, Sign
@@ -44,6 +45,66 @@ def check_gate(ctx: Context, image: str, arches: list[str]) -> None:
             f"which {why} requires; run: doit test:{untested[0]} (or set test.required: "
             f"false in {flavor.source})"
         )
+    check_criteria(ctx, image, arches)
+
+
+def required_criteria(ctx: Context, flavor: Flavor) -> frozenset[str]:
+    """The criteria the flavor's tier requires of its images, less what it waives."""
+    from kmi import criteria
+
+    settings = ctx.settings
+    needed = criteria.required(flavor.tier, settings.stable_criteria, settings.proposed_criteria)
+    return needed - set(flavor.test.waive)
+
+
+def criteria_of(ctx: Context, target: Target) -> dict[str, Result]:
+    """Each criterion's result for the target's current image (kmi.criteria.Result), from
+    the verify and test receipts and the signing setting; a stale receipt counts as none."""
+    from kmi.criteria import BOOT, Result
+
+    found: dict[str, Result] = {}
+    verify = receipts.read(ctx.paths.receipt(target.name, "verify"), receipts.Verify)
+    if verify is not None and ctx.plan.recorded(target, "verify"):
+        for name, result in verify.results.items():
+            found[name] = Result(result.get("passed"), str(result.get("detail", "")))
+    test = receipts.read(ctx.paths.receipt(target.name, "test"), receipts.Test)
+    if test is not None and ctx.plan.recorded(target, "test"):
+        for name in BOOT:
+            if name in test.checks:
+                result = test.checks[name]
+                found[name] = Result(result.get("passed"), str(result.get("detail", "")))
+    key = ctx.settings.signing_key
+    found["signature"] = (
+        Result(True, f"signed by publish with {key.name}")
+        if key is not None
+        else Result(False, "KMI_SIGNING_KEY is not set: publish would not sign")
+    )
+    return found
+
+
+def check_criteria(ctx: Context, image: str, arches: list[str]) -> None:
+    """Refuse an image whose flavor's tier requires criteria one of its arches has not
+    passed, naming each with why."""
+    from kmi import criteria
+
+    targets = [t for t in ctx.images[image] if str(t.arch) in set(arches)]
+    if not targets:
+        return
+    flavor = targets[0].flavor
+    needed = required_criteria(ctx, flavor)
+    if not needed:
+        return
+    for target in targets:
+        waived = {str(k): v for k, v in flavor.test.waive.items()}
+        unmet = criteria.unmet(criteria_of(ctx, target), needed, waived)
+        if unmet:
+            run = [s for s in ("verify", "test") if not ctx.plan.recorded(target, s)]
+            hint = f"run: doit {' '.join(f'{s}:{target.name}' for s in run)}; " if run else ""
+            raise KmiError(
+                f"{image}: not published: its tier, {flavor.tier}, requires criteria "
+                f"{target.name} has not passed: {'; '.join(unmet)}; {hint}see README, "
+                f'"Support tiers" (waive one in {flavor.source} under test.waive, with why)'
+            )
 
 
 def moving_tags(ctx: Context, image: str) -> tuple[str, ...]:

@@ -130,6 +130,16 @@ class Sbom(Receipt):
 
 
 @dataclass(frozen=True, kw_only=True)
+class Verify(Receipt):
+    """The tiers' criteria checked on the built image without booting it (kmi.criteria):
+    name -> {"passed": bool, "detail": str}."""
+
+    STAGE: ClassVar[str] = "verify"
+    target: str
+    results: dict[str, dict[str, Any]]
+
+
+@dataclass(frozen=True, kw_only=True)
 class Build(Receipt):
     """The native engine's per-arch containerdisk, an OCI layout in the build folder."""
 

@@ -60,6 +60,9 @@ class Settings:
     customize: str = "auto"  # "auto", "native" or "emulated"
     test_memory: int = 2048
     untested_tiers: frozenset[str] = frozenset({"preview"})
+    stable_criteria: frozenset[str] = frozenset()  # parsed from its default: every one
+    proposed_criteria: frozenset[str] = frozenset()
+    layer_limit: int = 10_000_000_000
     docs_dir: Path = Path("docs/images")
     stage_cache: Path | Registry | None = None  # a folder, or a registry repository
     engine: str = "native"
@@ -153,6 +156,25 @@ def positive(raw: str, reading: Reading) -> int:
     return value
 
 
+UNITS = {"": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12}
+UNITS.update({"KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40})
+
+
+def byte_count(raw: str, reading: Reading) -> int:
+    """Bytes: a whole number, or one with a unit (10GB, 9.5GiB, 500MB)."""
+    number_part = raw.rstrip("KMGTiBb ").strip()
+    unit = raw[len(number_part) :].strip().upper()
+    try:
+        value = float(number_part) * UNITS[unit]
+    except (ValueError, KeyError):
+        raise Bad(
+            "expected bytes: a number, or one with KB, MB, GB, TB, KiB, MiB, GiB, TiB"
+        ) from None
+    if not math.isfinite(value) or value < 1 or value >= 2**63:
+        raise Bad("expected at least 1 byte and less than 8 EiB")
+    return int(value)
+
+
 def choice(*allowed: str) -> Parser:
     def parse(raw: str, reading: Reading) -> str:
         if raw not in allowed:
@@ -229,6 +251,15 @@ def tiers(raw: str, reading: Reading) -> frozenset[str]:
             "(comma-separated), or empty to gate every tier"
         )
     return chosen
+
+
+def criteria(raw: str, reading: Reading) -> frozenset[str]:
+    from kmi.criteria import parse_list
+
+    try:
+        return parse_list(raw)
+    except ValueError as err:
+        raise Bad(str(err)) from None
 
 
 def stage_cache(raw: str, reading: Reading) -> Path | Registry | None:
@@ -346,6 +377,17 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("KMI_UNTESTED_TIERS", "untested_tiers", "preview", tiers,
             "tiers that publish without a passed boot test (comma-separated; empty: gate every "
             "tier)", empty_is_a_value=True),
+    Setting("KMI_STABLE_CRITERIA", "stable_criteria", "all", criteria,
+            "the criteria (\"Support tiers\") a `stable` flavor's images must pass before "
+            "`publish` pushes them: `all`, `none`, names, `-name` to leave one out",
+            empty_is_a_value=True),
+    Setting("KMI_PROPOSED_CRITERIA", "proposed_criteria", "all,-signature", criteria,
+            "the criteria a `proposed` flavor's images must pass (preview and planned: none)",
+            empty_is_a_value=True),
+    Setting("KMI_LAYER_LIMIT", "layer_limit", "10GB", byte_count,
+            "the `size` criterion's limit on an image's layer, in bytes or with a unit (10 GB: "
+            "the per-layer "
+            "limit of common registries, see \"Support tiers\")"),
     Setting("KMI_DOCS_DIR", "docs_dir", "docs/images", path,
             "where `docs` writes the image READMEs and `release-chart.md`"),
     Setting("KMI_CACHE_URL", "stage_cache", "", stage_cache,

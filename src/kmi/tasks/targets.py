@@ -363,3 +363,55 @@ def task_push() -> Iterator[TaskDict]:
         if target is not None and gated(target.flavor, CTX.settings):
             task["task_dep"] = [*task["task_dep"], f"test:{target.name}"]
         yield task
+
+
+# --- verify (the tiers' criteria on the built image, without booting it) -------------------
+
+
+def run_verify(target: Target) -> None:
+    from kmi import criteria, oci
+
+    name = target.name
+    keys = CTX.plan.keys(target)
+    if keys is None or keys.verify is None or keys.spec is None:
+        raise KmiError(f"{name}: no built image to verify; run: doit build:{name}")
+    disk, sbom = CTX.paths.disk(name), CTX.paths.sbom(name)
+    if not disk.exists():
+        raise KmiError(f"{name}: no final disk; run: doit sparsify:{name}")
+    made = receipts.read(CTX.paths.receipt(name, "build"), receipts.Build)
+    annotations = dict(keys.spec.annotations)  # what buildx bakes into the image
+    layer_size = disk.stat().st_size
+    if made is not None:  # the native engine's layout: read what it holds
+        manifest = oci.read_json(Path(made.layout), made.manifest)
+        annotations = dict(manifest.get("annotations") or {})
+        layer_size = made.layer_size
+    disk_made = receipts.read(CTX.paths.receipt(name, "sparsify"), receipts.Sparsify)
+    # the stage keys chain from the checksum stage, keyed by the lock's digest: a current
+    # final disk was made from bytes that matched it
+    checked = keys.entry.digest if CTX.plan.recorded(target, "sparsify") else None
+    commit = disk_made.built.get("kmi_commit", "") if disk_made else ""
+    log = CTX.paths.log(name, "verify")
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.unlink(missing_ok=True)
+    results = {
+        "metadata": criteria.metadata(annotations, keys.entry, checked, commit),
+        "size": criteria.size(layer_size, CTX.settings.layer_limit),
+        "qcow2": criteria.qcow2(disk, log),
+        "packages": criteria.packages(target.flavor.test.packages, sbom),
+    }
+    for criterion, found in results.items():
+        mark = "passed" if found.passed else "FAILED"
+        say(f"{name}: {criterion}: {mark}: {found.detail}")
+    done = receipts.Verify(
+        key=keys.verify, target=name, results={k: v.to_json() for k, v in results.items()}
+    )
+    receipts.write(CTX.paths.receipt(name, "verify"), done)
+
+
+def task_verify() -> Iterator[TaskDict]:
+    """Check the tiers' criteria that need no boot on each built image (metadata, size, qcow2,
+    packages); publish holds a stable or proposed flavor to them."""
+    for task in per_target("verify", run_verify, needs="build"):
+        if "task_dep" in task:
+            task["task_dep"] = [*task["task_dep"], f"sbom:{task['name']}"]
+        yield task
