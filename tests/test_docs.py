@@ -3,6 +3,7 @@ manifests with the right reference, arch and user, and the committed copies neve
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 
@@ -67,9 +68,16 @@ def test_the_readme_manifests_parse_and_name_the_image_arch_and_user(
     assert template["architecture"] == "amd64"
     volumes = {v["name"]: v for v in template["volumes"]}
     assert volumes["containerdisk"]["containerDisk"]["image"] == "localhost:5000/kmi/fedora:44"
-    user_data = yaml.safe_load(volumes["cloudinit"]["cloudInitNoCloud"]["userData"])
-    assert user_data["ssh_authorized_keys"] == [docs.KEY_PLACEHOLDER]
     assert "# the default user is fedora" in volumes["cloudinit"]["cloudInitNoCloud"]["userData"]
+    # the key comes from a Secret through the guest agent, as KubeVirt's accessCredentials do
+    assert template["accessCredentials"] == [
+        {
+            "sshPublicKey": {
+                "source": {"secret": {"secretName": docs.SECRET}},
+                "propagationMethod": {"qemuGuestAgent": {"users": ["fedora"]}},
+            }
+        }
+    ]
     for dv, arch in zip(manifests[1:], ("amd64", "arm64", "s390x"), strict=True):
         assert dv["apiVersion"] == "cdi.kubevirt.io/v1beta1"
         assert dv["metadata"]["name"] == f"fedora-44-{arch}"
@@ -78,7 +86,10 @@ def test_the_readme_manifests_parse_and_name_the_image_arch_and_user(
             "url": "docker://localhost:5000/kmi/fedora:44",
             "platform": {"architecture": arch},
         }
-    (virtctl,) = _blocks(readme, "sh")
+    secret, virtctl, verify = _blocks(readme, "sh")
+    assert secret.startswith(f"kubectl create secret generic {docs.SECRET} --from-file=")
+    assert "cosign verify --key kmi.pub localhost:5000/kmi/fedora:44" in verify
+    assert "--type slsaprovenance1 localhost:5000/kmi/fedora:44" in verify
     assert "--volume-containerdisk src:localhost:5000/kmi/fedora:44" in virtctl
     assert "--user fedora" in virtctl and "--preference fedora" in virtctl
     assert "| tags | `44`, `latest`, `44-1.1` |" in readme
@@ -88,6 +99,25 @@ def test_the_readme_manifests_parse_and_name_the_image_arch_and_user(
         readme
     )
     assert "| s390x | not pinned yet (`doit discover:fedora`) | | | | |" in readme
+
+
+def test_the_readme_says_what_the_tier_requires(fedora_doc: docs.ImageDoc) -> None:
+    stable = dataclasses.replace(
+        fedora_doc,
+        flavor=dataclasses.replace(
+            fedora_doc.flavor,
+            tier="stable",
+            test=dataclasses.replace(fedora_doc.flavor.test, waive={"root-grows": "fixed root"}),
+        ),
+        required=frozenset({"signature", "metadata", "ssh"}),
+    )
+    readme = docs.image_readme(stable)
+    assert "| signature | required: passed by every published build" in readme
+    assert "| root-grows | waived: fixed root |" in readme
+    assert "| network | checked and recorded, not required by this tier |" in readme
+    assert "Not checked by any machine: that the licence named" in readme
+    assert "Every build is signed (its tier requires it)" in readme
+    assert "Where the publisher signs" in docs.image_readme(fedora_doc)
 
 
 def test_an_arch_preference_is_used_for_that_arch(fedora_doc: docs.ImageDoc) -> None:

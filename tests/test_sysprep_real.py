@@ -58,7 +58,14 @@ def built(tmp_path_factory: pytest.TempPathFactory, gpg_key: SigningKey) -> Iter
         work,
         catalogue,
         # a libguestfs hang under TCG is stopped and retried well before the test's own limit
-        environment(catalogue, work, server.url, KMI_CACHE_URL=shared, KMI_GUESTFS_TIMEOUT="600"),
+        environment(
+            catalogue,
+            work,
+            server.url,
+            KMI_CACHE_URL=shared,
+            KMI_GUESTFS_TIMEOUT="600",
+            KMI_SOURCE_URL="https://example.invalid/kmi-catalogue",  # the metadata criterion
+        ),
     )
     run = project.doit(f"build:{TARGET}", "checksum:debian-12-amd64")
     assert run.code == 0, run.out
@@ -339,8 +346,17 @@ def test_the_final_disk_boots_to_every_check(built: Built) -> None:
         "cloud-init": True,
         "agent": True,
         "ssh": True,
-    }
+        # the tiers' boot-time criteria: the agent added a second key, which then logged in;
+        # Debian ships AppArmor; DHCP gave a default route; cloud-init's growpart grew / onto
+        # the disk the test made 1 GiB larger than the image
+        "agent-ssh-key": True,
+        "security": True,
+        "network": True,
+        "root-grows": True,
+    }, entry["checks"]
     assert "Debian GNU/Linux 12 (bookworm)" in entry["checks"]["agent"]["detail"]
+    assert entry["checks"]["security"]["detail"] == "AppArmor enabled"
+    assert f"{TARGET}: for the support tiers: agent-ssh-key ok" in run.out
     # the table: target, arch, accel, seconds, each check
     header = next(line for line in run.out.splitlines() if line.startswith("target "))
     columns = ["target", "arch", "accel", "up after", "took", "boot", "cloud-init", "agent", "ssh"]
@@ -370,8 +386,21 @@ def test_the_real_disk_is_published_and_reads_back_byte_for_byte(
     try:
         where = f"{registry.host}/kmi"
         key, public = keypair(tmp_path / "keys", "kmi")
-        sbom = built.project.doit(f"sbom:{TARGET}")  # made already by the SBOM test, as a rule
-        assert sbom.code == 0, sbom.out
+        # the flavor made stable: every criterion is required, the signature too
+        flavor = built.project.catalogue / "fixture.yaml"
+        flavor.write_text(flavor.read_text().replace("tier: preview", "tier: stable"))
+        refused = built.project.doit("publish:fixture-12", KMI_REGISTRY=where)
+        assert refused.code != 0
+        assert f"verify:{TARGET}" in refused.ran()
+        for criterion in ("metadata", "size", "qcow2", "packages"):
+            assert f"{TARGET}: {criterion}: passed: " in refused.out, refused.out
+        assert (
+            "fixture-12: not published: its tier, stable, requires criteria "
+            f"{TARGET} has not passed: signature (KMI_SIGNING_KEY is not set: publish would "
+            "not sign);"
+        ) in refused.out
+        assert "Traceback" not in refused.out
+        assert run_skopeo(["inspect", "--raw", f"docker://{where}/fixture:12"]).returncode != 0
         done = built.project.doit(
             "publish:fixture-12", KMI_REGISTRY=where, KMI_SIGNING_KEY=str(key)
         )
@@ -413,7 +442,13 @@ def test_the_real_disk_is_published_and_reads_back_byte_for_byte(
         assert "| boot test | passed before every publish" in readme
         assert f"image: {where}/fixture:12" in readme
     finally:
+        flavor = built.project.catalogue / "fixture.yaml"
+        flavor.write_text(flavor.read_text().replace("tier: stable", "tier: preview"))
         registry.stop()
+
+
+def run_skopeo(args: list[str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["skopeo", *args, "--tls-verify=false"], capture_output=True, text=True)
 
 
 def published_tags(built: Built) -> list[str]:

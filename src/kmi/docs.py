@@ -28,6 +28,7 @@ UNTESTED = "run on each build; this tier publishes without waiting for it"
 # What a DataVolume requests: the image's virtual size is not known from the catalogue.
 DATAVOLUME_SIZE = "20Gi"
 KEY_PLACEHOLDER = "ssh-ed25519 AAAA... you@example.org"
+SECRET = "my-ssh-key"  # the Secret holding the user's public key, in the "try me" manifests
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,7 @@ class ImageDoc:
     tags: tuple[str, ...]  # moving tags, e.g. ("42", "latest")
     immutable: str  # <version>-<release>, or "" before the first pin
     gated: bool  # published only after its boot test passed
+    required: frozenset[str] = frozenset()  # the criteria its tier requires (less waivers)
 
     @property
     def version(self) -> str:
@@ -79,13 +81,20 @@ def virtual_machine(doc: ImageDoc, target: Target) -> str:
         spec["preference"] = {"name": preference}
     user_data = (
         "#cloud-config\n"
-        f"# the default user is {cd.user}\n"
-        f"ssh_authorized_keys:\n  - {KEY_PLACEHOLDER}\n"
+        f"# the default user is {cd.user}; its SSH key comes from the Secret {SECRET}\n"
+        "# through qemu-guest-agent (accessCredentials), and can change while it runs\n"
     )
+    access = {
+        "sshPublicKey": {
+            "source": {"secret": {"secretName": SECRET}},
+            "propagationMethod": {"qemuGuestAgent": {"users": [cd.user]}},
+        }
+    }
     spec["template"] = {
         "spec": {
             "architecture": str(target.arch),
             "domain": {"devices": {}},
+            "accessCredentials": [access],
             "volumes": [
                 {"name": "containerdisk", "containerDisk": {"image": doc.reference()}},
                 {"name": "cloudinit", "cloudInitNoCloud": {"userData": user_data}},
@@ -213,9 +222,16 @@ def image_readme(doc: ImageDoc) -> str:
         "",
         *_source_rows(doc),
         "",
+        *_criteria_rows(doc),
         "## Try me",
         "",
-        f"A VirtualMachine booting the containerdisk ({first.arch}; add your SSH key):",
+        "Your SSH public key as a Secret, which the guest agent puts in place:",
+        "",
+        "```sh",
+        f"kubectl create secret generic {SECRET} --from-file=key=$HOME/.ssh/id_ed25519.pub",
+        "```",
+        "",
+        f"A VirtualMachine booting the containerdisk ({first.arch}):",
         "",
         "```yaml",
         virtual_machine(doc, first).rstrip(),
@@ -233,7 +249,49 @@ def image_readme(doc: ImageDoc) -> str:
     ]
     for target in doc.targets:
         lines += ["```yaml", data_volume(doc, target).rstrip(), "```", ""]
+    signed = (
+        "Every build is signed (its tier requires it); check"
+        if "signature" in doc.required
+        else 'Where the publisher signs (kmi\'s README, "Signed images"), check'
+    )
+    lines += [
+        f"{signed} the signature, the SBOM and the provenance with the publisher's public key:",
+        "",
+        "```sh",
+        f"cosign verify --key kmi.pub {doc.reference()}",
+        f"cosign verify-attestation --key kmi.pub --type spdxjson {doc.reference()}",
+        f"cosign verify-attestation --key kmi.pub --type slsaprovenance1 {doc.reference()}",
+        "```",
+        "",
+    ]
     return "\n".join(lines)
+
+
+def _criteria_rows(doc: ImageDoc) -> list[str]:
+    """The tier's criteria (kmi.criteria): which this image had to pass to be published."""
+    from kmi.criteria import ALL, UNCHECKED
+
+    waived = doc.flavor.test.waive
+    rows = [
+        "## Criteria",
+        "",
+        f"What the `{doc.flavor.tier}` tier requires of every build before it is published "
+        "(kmi's README, \"Support tiers\"); each build's results are in the publishing run's "
+        "`results.json` and job summary.",
+        "",
+        "| criterion | for this image |",
+        "| --- | --- |",
+    ]
+    for name in ALL:
+        if name in waived:
+            said = f"waived: {waived[name]}"
+        elif name in doc.required:
+            said = "required: passed by every published build (publish refuses otherwise)"
+        else:
+            said = "checked and recorded, not required by this tier"
+        rows.append(f"| {name} | {said} |")
+    rows += ["", "Not checked by any machine: " + "; ".join(UNCHECKED) + ".", ""]
+    return rows
 
 
 def release_chart(catalogue: Catalogue, targets: Sequence[Target]) -> str:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from doit import task_params
 
-from kmi import docs, publishing, receipts
+from kmi import criteria, docs, publishing, receipts
 from kmi.catalogue import Target
 from kmi.engines import spec_of
 from kmi.errors import KmiError
@@ -178,6 +178,8 @@ def task_publish(registry: str = "") -> Iterator[TaskDict]:
         needed = _needed(targets)
         gated = publishing.gated(targets[0].flavor, CTX.settings)
         tests = [f"test:{t.name}" for t in needed] if gated else []
+        if publishing.required_criteria(CTX, targets[0].flavor) & set(criteria.STATIC):
+            tests += [f"verify:{t.name}" for t in needed]
         yield {
             "name": image,
             "doc": f"{image} -> <registry>/{targets[0].flavor.name}:{targets[0].version.version}",
@@ -294,6 +296,7 @@ def render_doc(name: str) -> str:
         tags=publishing.moving_tags(CTX, name),
         immutable=publishing.published_tag(CTX, name) or publishing.planned_tag(CTX, name, chosen),
         gated=publishing.gated(targets[0].flavor, CTX.settings),
+        required=publishing.required_criteria(CTX, targets[0].flavor),
     )
     return docs.image_readme(doc)
 

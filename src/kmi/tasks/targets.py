@@ -328,6 +328,11 @@ def run_test(target: Target) -> None:
         f"{name}: passed boot, cloud-init, agent and ssh in {report.seconds:.0f} s "
         f"({options.accel})"
     )
+    extra = [report.checks[c] for c in boottest.EXTRA_CHECKS]
+    say(
+        f"{name}: for the support tiers: "
+        + "; ".join(f"{c.name} {'ok' if c.passed else 'FAILED'} ({c.detail})" for c in extra)
+    )
     made = receipts.Test.from_json({**report.to_json(), "key": key})
     assert made is not None  # the report's own shape
     receipts.write(CTX.paths.receipt(name, "test"), made)

@@ -36,7 +36,13 @@ from kmi.catalogue import Target
 from kmi.errors import KmiError
 from kmi.keys import stage_key
 from kmi.stages.boottest.machine import MACHINES, Run, firmware_of, free_port, qemu_argv
-from kmi.stages.boottest.report import CHECKS, Report, failure_message, write_results
+from kmi.stages.boottest.report import (
+    CHECKS,
+    EXTRA_CHECKS,
+    Report,
+    failure_message,
+    write_results,
+)
 from kmi.stages.boottest.seed import GENISOIMAGE, SSH_KEYGEN, Expect, make_key, make_seed, user_data
 from kmi.stages.boottest.watch import SSH, Extra, Options, Watch
 
@@ -46,6 +52,7 @@ TOOLS = (tools.QEMU_IMG, GENISOIMAGE, SSH, SSH_KEYGEN)
 
 __all__ = [
     "CHECKS",
+    "EXTRA_CHECKS",
     "MACHINES",
     "Expect",
     "Options",
