@@ -14,6 +14,7 @@ from kmi.tasks.targets import (
     task_sparsify,
     task_sysprep,
     task_test,
+    task_verify,
 )
 
 DOIT_CONFIG = doit_config()
@@ -36,4 +37,5 @@ __all__ = [
     "task_status",
     "task_sysprep",
     "task_test",
+    "task_verify",
 ]

@@ -32,26 +32,22 @@ import hashlib
 import json
 import os
 import platform
-import re
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from kmi.demo import fixture as fixture_image
 from kmi.demo.registry import RegistryServer
-from kmi.demo.server import MirrorServer
-from kmi.demo.timing import DODO
+from kmi.demo.timing import DODO, services
 from kmi.demo.upstreams import SigningKey, Upstreams, environment
 from kmi.progress import human
 
 FLAVORS = {"fixture": fixture_image.HOST, "twin": "https://twin.kmi.invalid/images"}
 TARGETS = [f"{name}-12-amd64" for name in FLAVORS]
 NIGHTS = ("first", "no-op", "one upstream changed", "one upstream down", "one job failing")
-ACCESS = re.compile(r'^\S+ - - \[[^]]*\] "(\w+) (/v2/\S*)')
 
 
 @dataclass
@@ -131,23 +127,14 @@ def catalogue_for(work: Path, built: Path, key: SigningKey) -> Path:
     return catalogue
 
 
-def requests_since(log: Path, start: int, way: str) -> tuple[int, int]:
-    """(requests to this way's repositories, lines read) in the registry's access log."""
-    lines = log.read_text(errors="replace").splitlines()
-    count = 0
-    for line in lines[start:]:
-        found = ACCESS.match(line)
-        if found and found.group(2).startswith(f"/v2/{way}/"):
-            count += 1
-    return count, len(lines)
-
-
-def run_night(way: str, name: str, base: dict[str, str], work: Path, log: Path) -> Night:
+def run_night(
+    way: str, name: str, base: dict[str, str], work: Path, registry: RegistryServer
+) -> Night:
     """One night: the discover job, a build job per target in the matrix, the publish job;
     each in a fresh folder under `work`."""
     night = Night(way, name)
     new = way == "now"
-    _, mark = requests_since(log, 0, way)
+    _, mark = registry.requests_since(0, way)
     started = time.perf_counter()
 
     def job(folder: str, **extra: str) -> dict[str, str]:
@@ -209,7 +196,7 @@ def run_night(way: str, name: str, base: dict[str, str], work: Path, log: Path) 
         images = json.loads(results.read_text()).get("images", {})
         night.pushed += sum(int(e.get("bytes_sent") or 0) for e in images.values())
     night.seconds = time.perf_counter() - started
-    night.requests, _ = requests_since(log, mark, way)
+    night.requests, _ = registry.requests_since(mark, way)
     print(
         f"{way} / {name}: {night.jobs} job(s), {night.libguestfs} libguestfs run(s), "
         f"{night.seconds:.0f} s",
@@ -223,35 +210,27 @@ def main() -> None:
     built = fixture_image.fixture()
     image = (built / "fixture.qcow2").read_bytes()
     nights: list[Night] = []
-    with tempfile.TemporaryDirectory(prefix="kmi-bench-nightly-") as tmp:
-        work = Path(tmp)
-        key = SigningKey(work / "gnupg", "kmi bench <bench@kmi.invalid>")
-        server = MirrorServer(work / "mirror").start()
-        registry = RegistryServer(work / "registry").start()
-        try:
-            for way in ("now", "before"):
-                upstream = Upstream(Upstreams(work / "mirror", key), image)
-                for flavor in FLAVORS:
-                    upstream.ship(flavor, "20260101")
-                catalogue = catalogue_for(work / way, built, key)
-                base = environment(
-                    catalogue,
-                    work / way,
-                    server.url,
-                    KMI_REGISTRY=f"{registry.host}/{way}",
-                    KMI_CI_RUNNERS="amd64=runner",
-                    KMI_CACHE_URL="",
-                    KMI_PROGRESS="off",
-                )
-                for n, name in enumerate(NIGHTS):
-                    upstream.before(name)
-                    folder = work / way / f"night-{n}"
-                    nights.append(run_night(way, name, base, folder, registry.log))
-                    shutil.rmtree(folder)  # the runners are gone
-        finally:
-            registry.stop()
-            server.stop()
-            key.close()
+    with services("nightly") as served:
+        work, key, registry = served.work, served.key, served.registry
+        for way in ("now", "before"):
+            upstream = Upstream(Upstreams(work / "mirror", key), image)
+            for flavor in FLAVORS:
+                upstream.ship(flavor, "20260101")
+            catalogue = catalogue_for(work / way, built, key)
+            base = environment(
+                catalogue,
+                work / way,
+                served.mirror.url,
+                KMI_REGISTRY=f"{registry.host}/{way}",
+                KMI_CI_RUNNERS="amd64=runner",
+                KMI_CACHE_URL="",
+                KMI_PROGRESS="off",
+            )
+            for n, name in enumerate(NIGHTS):
+                upstream.before(name)
+                folder = work / way / f"night-{n}"
+                nights.append(run_night(way, name, base, folder, registry))
+                shutil.rmtree(folder)  # the runners are gone
     print(
         f"host: {platform.machine()}, {os.cpu_count()} cores; libguestfs and QEMU under TCG; "
         "each job's wall time, one job after the other\n"

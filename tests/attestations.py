@@ -1,17 +1,24 @@
-"""Reading back what publish attached, with code nobody here wrote: skopeo copies the
-`sha256-<hex>.att` manifest and its layers out of the registry, and securesystemslib (DSSE
-from its authors) checks each envelope's signature against a public key."""
+"""Checking what publish signed and attached, with code nobody here wrote: skopeo
+(containers/image, as CRI-O pulls) under a policy requiring the signatures, skopeo copying
+the `sha256-<hex>.att` manifest and its layers out of the registry, and securesystemslib
+(DSSE from its authors) checking each envelope's signature against a public key."""
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
+import uuid
 from pathlib import Path
 from typing import Any
 
+import pytest
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from securesystemslib.dsse import Envelope
 from securesystemslib.signer._key import SSlibKey
+
+from kmi.demo import fixture as fixture_image
 
 DSSE = "application/vnd.dsse.envelope.v1+json"
 
@@ -57,3 +64,56 @@ def keypair(folder: Path, name: str, passphrase: str = "") -> tuple[Path, Path]:
     out = ["openssl", "pkey", "-in", str(key), "-pubout", "-out", str(public)]
     subprocess.run([*out, "-passin", f"pass:{passphrase}"], check=True, capture_output=True)
     return key, public
+
+
+class Skopeo:
+    """Debian trixie's skopeo, in its own root (scripts/skopeo-root.sh), run through chroot;
+    `folder` is this test's place inside that root."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        if os.getuid() != 0:
+            pytest.skip("the signature checks run trixie's skopeo through chroot: run as root")
+        self.root = fixture_image.fixture("skopeo") / "root"
+        self.inside = Path("/tmp") / tmp_path.name
+        self.folder = self.root / self.inside.relative_to("/")
+        shutil.rmtree(self.folder, ignore_errors=True)
+        self.folder.mkdir(parents=True)
+
+    def policy(self, name: str, host: str, public: Path) -> list[str]:
+        """Options for a policy that accepts only images under `host/kmi` signed by the key
+        `public` (cosign signatures, read from the registry beside the image)."""
+        folder = self.folder / name
+        (folder / "registries.d").mkdir(parents=True)
+        shutil.copyfile(public, folder / "key.pub")
+        rules = {
+            "default": [{"type": "reject"}],
+            "transports": {
+                "docker": {
+                    f"{host}/kmi": [
+                        {
+                            "type": "sigstoreSigned",
+                            "keyPath": str(self.inside / name / "key.pub"),
+                            "signedIdentity": {"type": "matchRepository"},
+                        }
+                    ]
+                }
+            },
+        }
+        (folder / "policy.json").write_text(json.dumps(rules))
+        (folder / "registries.d" / "kmi.yaml").write_text(
+            f"docker:\n  {host}:\n    use-sigstore-attachments: true\n"
+        )
+        inside = self.inside / name
+        return ["--policy", f"{inside}/policy.json", "--registries.d", f"{inside}/registries.d"]
+
+    def pull(self, options: list[str], reference: str) -> subprocess.CompletedProcess[str]:
+        into = self.inside / f"pulled-{uuid.uuid4().hex[:8]}"
+        copy = ["copy", "--quiet", "--remove-signatures", "--src-tls-verify=false"]
+        return subprocess.run(
+            ["chroot", str(self.root), "skopeo", *options, *copy, reference, f"oci:{into}"],
+            capture_output=True,
+            text=True,
+        )
+
+    def close(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)

@@ -7,75 +7,18 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
 import subprocess
-import uuid
 from pathlib import Path
 
 import pytest
 from securesystemslib.exceptions import VerificationError
 
 from kmi import cosign
-from kmi.demo import fixture as fixture_image
 from tests import attestations
-from tests.attestations import keypair
+from tests.attestations import Skopeo, keypair
 from tests.test_publish import Setup, setup  # noqa: F401 (the fixture)
 
 PASSPHRASE = "correct horse battery staple"
-
-
-class Skopeo:
-    """Debian trixie's skopeo, in its own root (scripts/skopeo-root.sh), run through chroot;
-    `folder` is this test's place inside that root."""
-
-    def __init__(self, tmp_path: Path) -> None:
-        if os.getuid() != 0:
-            pytest.skip("the signature checks run trixie's skopeo through chroot: run as root")
-        self.root = fixture_image.fixture("skopeo") / "root"
-        self.inside = Path("/tmp") / tmp_path.name
-        self.folder = self.root / self.inside.relative_to("/")
-        shutil.rmtree(self.folder, ignore_errors=True)
-        self.folder.mkdir(parents=True)
-
-    def policy(self, name: str, host: str, public: Path) -> list[str]:
-        """Options for a policy that accepts only images under `host/kmi` signed by the key
-        `public` (cosign signatures, read from the registry beside the image)."""
-        folder = self.folder / name
-        (folder / "registries.d").mkdir(parents=True)
-        shutil.copyfile(public, folder / "key.pub")
-        rules = {
-            "default": [{"type": "reject"}],
-            "transports": {
-                "docker": {
-                    f"{host}/kmi": [
-                        {
-                            "type": "sigstoreSigned",
-                            "keyPath": str(self.inside / name / "key.pub"),
-                            "signedIdentity": {"type": "matchRepository"},
-                        }
-                    ]
-                }
-            },
-        }
-        (folder / "policy.json").write_text(json.dumps(rules))
-        (folder / "registries.d" / "kmi.yaml").write_text(
-            f"docker:\n  {host}:\n    use-sigstore-attachments: true\n"
-        )
-        inside = self.inside / name
-        return ["--policy", f"{inside}/policy.json", "--registries.d", f"{inside}/registries.d"]
-
-    def pull(self, options: list[str], reference: str) -> subprocess.CompletedProcess[str]:
-        into = self.inside / f"pulled-{uuid.uuid4().hex[:8]}"
-        copy = ["copy", "--quiet", "--remove-signatures", "--src-tls-verify=false"]
-        return subprocess.run(
-            ["chroot", str(self.root), "skopeo", *options, *copy, reference, f"oci:{into}"],
-            capture_output=True,
-            text=True,
-        )
-
-    def close(self) -> None:
-        shutil.rmtree(self.folder, ignore_errors=True)
 
 
 def test_published_images_are_signed_and_skopeo_checks_them(setup: Setup, tmp_path: Path) -> None:  # noqa: F811

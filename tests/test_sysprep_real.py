@@ -407,6 +407,20 @@ def test_the_real_disk_is_published_and_reads_back_byte_for_byte(
         assert done.code == 0, done.out
         assert "publish:fixture-12" in done.ran()
         assert "fixture-12: attached 2 signed attestation(s) (SBOM, provenance)" in done.out
+        # containers/image under a policy requiring the key's signature: accepted; under one
+        # naming another key: refused
+        skopeo = attestations.Skopeo(tmp_path)
+        _, stranger = keypair(tmp_path / "keys", "stranger")
+        try:
+            trusting = skopeo.policy("trusting", registry.host, public)
+            accepted = skopeo.pull(trusting, f"docker://{where}/fixture:12")
+            assert accepted.returncode == 0, accepted.stderr
+            wary = skopeo.policy("wary", registry.host, stranger)
+            refused_pull = skopeo.pull(wary, f"docker://{where}/fixture:12")
+            assert refused_pull.returncode != 0
+            assert "signature" in refused_pull.stderr.lower(), refused_pull.stderr
+        finally:
+            skopeo.close()
         # both readable back with skopeo; each envelope's signature checked by securesystemslib
         made = json.loads((built.project.work / "build" / TARGET / "build.json").read_text())
         found = {

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import socket
 import subprocess
@@ -41,6 +42,9 @@ def free_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
+
+
+ACCESS = re.compile(r'^\S+ - - \[[^]]*\] "(\w+) (/v2/\S*)')  # one request in the access log
 
 
 class RegistryServer:
@@ -82,6 +86,17 @@ class RegistryServer:
                         + self.log.read_text()[-2000:]
                     ) from None
                 time.sleep(0.1)
+
+    def requests_since(self, start: int, prefix: str) -> tuple[int, int]:
+        """(requests under /v2/<prefix>/ in the access log since its line `start`, the
+        number of lines now): what one step of a benchmark asked of the registry."""
+        lines = self.log.read_text(errors="replace").splitlines()
+        hits = sum(
+            1
+            for line in lines[start:]
+            if (m := ACCESS.match(line)) is not None and m.group(2).startswith(f"/v2/{prefix}/")
+        )
+        return hits, len(lines)
 
     def stop(self) -> None:
         if self.process is not None:
