@@ -66,13 +66,13 @@ def keypair(folder: Path, name: str, passphrase: str = "") -> tuple[Path, Path]:
     return key, public
 
 
-class Skopeo:
-    """Debian trixie's skopeo, in its own root (scripts/skopeo-root.sh), run through chroot;
-    `folder` is this test's place inside that root."""
+class Trixie:
+    """Debian trixie's skopeo and cosign, in their own root (scripts/skopeo-root.sh), run
+    through chroot; `folder` is this test's place inside that root."""
 
     def __init__(self, tmp_path: Path) -> None:
         if os.getuid() != 0:
-            pytest.skip("the signature checks run trixie's skopeo through chroot: run as root")
+            pytest.skip("the signature checks run trixie's clients through chroot: run as root")
         self.root = fixture_image.fixture("skopeo") / "root"
         self.inside = Path("/tmp") / tmp_path.name
         self.folder = self.root / self.inside.relative_to("/")
@@ -111,6 +111,21 @@ class Skopeo:
         copy = ["copy", "--quiet", "--remove-signatures", "--src-tls-verify=false"]
         return subprocess.run(
             ["chroot", str(self.root), "skopeo", *options, *copy, reference, f"oci:{into}"],
+            capture_output=True,
+            text=True,
+        )
+
+    def cosign(
+        self, command: str, public: Path, reference: str, *args: str
+    ) -> subprocess.CompletedProcess[str]:
+        """`cosign <command> --key <public> ... <reference>` against the loopback registry
+        (plain HTTP; kmi's signatures are in no transparency log)."""
+        key = self.folder / f"cosign-{public.name}"
+        shutil.copyfile(public, key)
+        options = ["--allow-http-registry", "--insecure-ignore-tlog=true"]
+        options += ["--key", str(self.inside / key.name), *args]
+        return subprocess.run(
+            ["chroot", str(self.root), "env", "HOME=/tmp", "cosign", command, *options, reference],
             capture_output=True,
             text=True,
         )

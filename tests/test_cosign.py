@@ -5,6 +5,7 @@ loopback behind the recording proxy."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import subprocess
@@ -15,7 +16,7 @@ from securesystemslib.exceptions import VerificationError
 
 from kmi import cosign
 from tests import attestations
-from tests.attestations import Skopeo, keypair
+from tests.attestations import Trixie, keypair
 from tests.test_publish import Setup, setup  # noqa: F401 (the fixture)
 
 PASSPHRASE = "correct horse battery staple"
@@ -74,7 +75,7 @@ def test_published_images_are_signed_and_skopeo_checks_them(setup: Setup, tmp_pa
     assert made["runDetails"]["builder"]["version"]["kmi"]
     with pytest.raises(VerificationError):
         attestations.verified(envelope, stranger.read_bytes())
-    skopeo = Skopeo(tmp_path)
+    skopeo = Trixie(tmp_path)
     trusting = skopeo.policy("trusting", host, public)
     # by tag (the index's signature) and by the per-arch digest (its own signature)
     for reference in (setup.ref("fixture", "12"), f"docker://{host}/kmi/fixture@{arch_digest}"):
@@ -84,6 +85,22 @@ def test_published_images_are_signed_and_skopeo_checks_them(setup: Setup, tmp_pa
     assert refused.returncode != 0 and "signature" in refused.stderr.lower(), refused.stderr
     bare = skopeo.pull(trusting, setup.ref("twin", "12"))
     assert bare.returncode != 0 and "signature" in bare.stderr.lower(), bare.stderr
+    # cosign itself (Debian 13's): the signatures of the index and of the per-arch image,
+    # and the provenance attestation, verify with the key and not with another
+    per_arch = f"{host}/kmi/fixture@{arch_digest}"
+    for reference in (f"{host}/kmi/fixture:12", per_arch):
+        verified = skopeo.cosign("verify", public, reference)
+        assert verified.returncode == 0, verified.stdout + verified.stderr
+    provenance = skopeo.cosign("verify-attestation", public, per_arch, "--type", "slsaprovenance1")
+    assert provenance.returncode == 0, provenance.stdout + provenance.stderr
+    (line,) = provenance.stdout.splitlines()
+    told = json.loads(base64.b64decode(json.loads(line)["payload"]))
+    assert told == statement
+    wrong = skopeo.cosign("verify", stranger, f"{host}/kmi/fixture:12")
+    assert wrong.returncode != 0, wrong.stdout
+    bare_cosign = skopeo.cosign("verify", public, f"{host}/kmi/twin:12")
+    assert bare_cosign.returncode != 0, bare_cosign.stdout
+    assert "no signatures found" in bare_cosign.stderr, bare_cosign.stderr
     # again: a signature by this key is there (checked, not trusted from its tag): nothing
     # is written to the registry
     setup.proxy.reset()

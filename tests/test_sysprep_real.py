@@ -407,9 +407,10 @@ def test_the_real_disk_is_published_and_reads_back_byte_for_byte(
         assert done.code == 0, done.out
         assert "publish:fixture-12" in done.ran()
         assert "fixture-12: attached 2 signed attestation(s) (SBOM, provenance)" in done.out
+        made = json.loads((built.project.work / "build" / TARGET / "build.json").read_text())
         # containers/image under a policy requiring the key's signature: accepted; under one
         # naming another key: refused
-        skopeo = attestations.Skopeo(tmp_path)
+        skopeo = attestations.Trixie(tmp_path)
         _, stranger = keypair(tmp_path / "keys", "stranger")
         try:
             trusting = skopeo.policy("trusting", registry.host, public)
@@ -419,10 +420,15 @@ def test_the_real_disk_is_published_and_reads_back_byte_for_byte(
             refused_pull = skopeo.pull(wary, f"docker://{where}/fixture:12")
             assert refused_pull.returncode != 0
             assert "signature" in refused_pull.stderr.lower(), refused_pull.stderr
+            # cosign verifies the SBOM attestation of the per-arch image with the key
+            per_arch = f"{where}/fixture@{made['manifest']}"
+            sbom_checked = skopeo.cosign(
+                "verify-attestation", public, per_arch, "--type", "spdxjson"
+            )
+            assert sbom_checked.returncode == 0, sbom_checked.stdout + sbom_checked.stderr
         finally:
             skopeo.close()
         # both readable back with skopeo; each envelope's signature checked by securesystemslib
-        made = json.loads((built.project.work / "build" / TARGET / "build.json").read_text())
         found = {
             kind: attestations.verified(envelope, public.read_bytes())
             for kind, envelope in attestations.attached(

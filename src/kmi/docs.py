@@ -254,13 +254,17 @@ def image_readme(doc: ImageDoc) -> str:
         if "signature" in doc.required
         else 'Where the publisher signs (kmi\'s README, "Signed images"), check'
     )
+    arch = str(first.arch)
+    select = f'.manifests[] | select(.platform.architecture == "{arch}") | .digest'
     lines += [
-        f"{signed} the signature, the SBOM and the provenance with the publisher's public key:",
+        f"{signed} the signature with the publisher's public key, and each arch's SBOM and "
+        f"provenance, attached to that arch's image ({arch} here):",
         "",
         "```sh",
         f"cosign verify --key kmi.pub {doc.reference()}",
-        f"cosign verify-attestation --key kmi.pub --type spdxjson {doc.reference()}",
-        f"cosign verify-attestation --key kmi.pub --type slsaprovenance1 {doc.reference()}",
+        f"digest=$(skopeo inspect --raw docker://{doc.reference()} | jq -r '{select}')",
+        f"cosign verify-attestation --key kmi.pub --type spdxjson {doc.repository}@$digest",
+        f"cosign verify-attestation --key kmi.pub --type slsaprovenance1 {doc.repository}@$digest",
         "```",
         "",
     ]
