@@ -88,7 +88,9 @@ def test_the_readme_manifests_parse_and_name_the_image_arch_and_user(
         }
     secret, virtctl, verify = _blocks(readme, "sh")
     assert secret.startswith(f"kubectl create secret generic {docs.SECRET} --from-file=")
-    assert "cosign verify --key kmi.pub localhost:5000/kmi/fedora:44" in verify
+    assert "cosign verify --insecure-ignore-tlog --key kmi.pub localhost:5000/kmi/fedora:44" in (
+        verify
+    )
     assert "--type slsaprovenance1 localhost:5000/kmi/fedora@$digest" in verify
     assert 'select(.platform.architecture == "amd64")' in verify
     assert "--volume-containerdisk src:localhost:5000/kmi/fedora:44" in virtctl
