@@ -150,3 +150,39 @@ def test_the_payload_and_tag_are_cosigns(digest: str, tag: str) -> None:
         },
         "optional": None,
     }
+
+
+def test_a_stable_flavor_is_refused_until_its_criteria_pass(setup: Setup, tmp_path: Path) -> None:  # noqa: F811
+    """The tier's criteria gate publish (here only the signature: a synthetic disk has no
+    package database for the SBOM the static criteria read, and does not boot; the real
+    fixture meets every criterion in test_sysprep_real); a waiver with its reason lifts one;
+    a bad list is one line."""
+    key, _ = keypair(tmp_path / "keys", "kmi")
+    flavor = setup.project.catalogue / "fixture.yaml"
+    flavor.write_text(flavor.read_text().replace("tier: preview", "tier: stable"))
+    only = {"KMI_STABLE_CRITERIA": "signature"}
+    refused = setup.project.doit("publish:fixture-12", **only)
+    assert refused.code != 0
+    assert "verify:fixture-12-amd64" not in refused.ran()  # no criterion of verify's asked
+    assert (
+        "fixture-12: not published: its tier, stable, requires criteria fixture-12-amd64 has "
+        "not passed: signature (KMI_SIGNING_KEY is not set: publish would not sign); see "
+        'README, "Support tiers" (waive one in '
+    ) in refused.out, refused.out
+    assert setup.proxy.blob_bytes() == 0 and "Traceback" not in refused.out
+    waived = flavor.read_text().replace("test:\n", 'test:\n  waive:\n    signature: "a test"\n')
+    flavor.write_text(waived)
+    lifted = setup.project.doit("publish:fixture-12", **only)
+    assert lifted.code == 0, lifted.out
+    flavor.write_text(waived.replace('  waive:\n    signature: "a test"\n', ""))
+    signed = setup.project.doit("publish:fixture-12", **only, KMI_SIGNING_KEY=str(key))
+    assert signed.code == 0, signed.out
+    bad = setup.project.doit("publish:fixture-12", KMI_STABLE_CRITERIA="all,-signatures")
+    assert bad.code != 0
+    assert (
+        bad.out.strip()
+        .splitlines()[-1]
+        .startswith(
+            "ERROR: KMI_STABLE_CRITERIA='all,-signatures': '-signatures' is no criterion; use all"
+        )
+    ), bad.out

@@ -164,15 +164,23 @@ def required(tier: str, stable: frozenset[str], proposed: frozenset[str]) -> fro
     return {"stable": stable, "proposed": proposed}.get(tier, frozenset())
 
 
-def unmet(results: dict[str, Result], needed: frozenset[str], waived: dict[str, str]) -> list[str]:
-    """Required, not waived, and not passed: each with why, in ALL's order."""
+def unmet(
+    results: dict[str, Result], needed: frozenset[str], waived: dict[str, str]
+) -> list[tuple[str, str]]:
+    """Required, not waived, and not passed: (name, why) in ALL's order; why is "not
+    checked" where there is no result."""
     out = []
     for name in ALL:
         if name not in needed or name in waived:
             continue
         found = results.get(name)
         if found is None or found.passed is None:
-            out.append(f"{name} (not checked)")
+            out.append((name, "not checked"))
         elif not found.passed:
-            out.append(f"{name} ({found.detail})")
+            out.append((name, found.detail))
     return out
+
+
+def stage_of(name: str) -> str:
+    """The task that checks criterion `name`."""
+    return "verify" if name in STATIC else "test" if name in BOOT else "publish"

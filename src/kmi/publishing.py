@@ -29,11 +29,17 @@ def gated(flavor: Flavor, settings: Settings) -> bool:
 
 def check_gate(ctx: Context, image: str, arches: list[str]) -> None:
     """Refuse to publish an index over `arches` holding a disk that has not passed its boot
-    test (when the flavor is gated)."""
+    test (when the flavor is gated), or the criteria its tier requires."""
     targets = ctx.images[image]
     flavor = targets[0].flavor
-    if not gated(flavor, ctx.settings):
-        return
+    if gated(flavor, ctx.settings):
+        _check_tested(ctx, image, arches)
+    check_criteria(ctx, image, arches)
+
+
+def _check_tested(ctx: Context, image: str, arches: list[str]) -> None:
+    targets = ctx.images[image]
+    flavor = targets[0].flavor
     indexed = set(arches)
     untested = [
         t.name for t in targets if str(t.arch) in indexed and not ctx.plan.recorded(t, "test")
@@ -45,7 +51,6 @@ def check_gate(ctx: Context, image: str, arches: list[str]) -> None:
             f"which {why} requires; run: doit test:{untested[0]} (or set test.required: "
             f"false in {flavor.source})"
         )
-    check_criteria(ctx, image, arches)
 
 
 def required_criteria(ctx: Context, flavor: Flavor) -> frozenset[str]:
@@ -98,11 +103,14 @@ def check_criteria(ctx: Context, image: str, arches: list[str]) -> None:
         waived = {str(k): v for k, v in flavor.test.waive.items()}
         unmet = criteria.unmet(criteria_of(ctx, target), needed, waived)
         if unmet:
-            run = [s for s in ("verify", "test") if not ctx.plan.recorded(target, s)]
+            said = "; ".join(f"{name} ({why})" for name, why in unmet)
+            run = sorted(
+                {criteria.stage_of(n) for n, why in unmet if why == "not checked"} - {"publish"}
+            )
             hint = f"run: doit {' '.join(f'{s}:{target.name}' for s in run)}; " if run else ""
             raise KmiError(
                 f"{image}: not published: its tier, {flavor.tier}, requires criteria "
-                f"{target.name} has not passed: {'; '.join(unmet)}; {hint}see README, "
+                f"{target.name} has not passed: {said}; {hint}see README, "
                 f'"Support tiers" (waive one in {flavor.source} under test.waive, with why)'
             )
 
