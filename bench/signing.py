@@ -62,21 +62,24 @@ def attached_bytes(repository: str, digests: list[str]) -> int:
 
 class Cosign:
     """Debian 13's cosign in the test root (scripts/skopeo-root.sh), through chroot: what a
-    user would run after an unsigned publish. The key is kmi's, imported as cosign does."""
+    user would run after an unsigned publish, with a key of its own making (this cosign's
+    `import-key-pair` refused the P-256 keys openssl made, PKCS#8 and SEC1 alike:
+    "unsupported public key type")."""
 
-    def __init__(self, key: Path) -> None:
+    def __init__(self) -> None:
         self.root = fixture_image.fixture("skopeo") / "root"
         self.inside = Path("/tmp") / f"kmi-bench-{os.getpid()}"
         self.folder = self.root / self.inside.relative_to("/")
         self.folder.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(key, self.folder / "kmi.key")
-        self.run("import-key-pair", "--key", f"{self.inside}/kmi.key", "--output-key-prefix",
-                 f"{self.inside}/cosign")  # fmt: skip
+        self.run("generate-key-pair")
 
     def run(self, *args: str) -> None:
         env = ["env", "HOME=/tmp", "COSIGN_PASSWORD="]
+        here = ["sh", "-c", 'cd "$0" && exec "$@"', str(self.inside)]
         done = subprocess.run(
-            ["chroot", str(self.root), *env, "cosign", *args], capture_output=True, text=True
+            ["chroot", str(self.root), *env, *here, "cosign", *args],
+            capture_output=True,
+            text=True,
         )
         if done.returncode:
             raise SystemExit(f"cosign {' '.join(args)} failed:\n{done.stdout}{done.stderr}")
@@ -132,7 +135,7 @@ def main() -> None:
         subprocess.run([*make, "-out", str(signing)], check=True, capture_output=True)
         signed = {"KMI_SIGNING_KEY": str(signing)}
         _, mark = registry.requests_since(0, "")
-        cosign = Cosign(signing)
+        cosign = Cosign()
         try:
             for label, prefix, extra in (
                 ("kmi: unsigned", "plain", {}),
