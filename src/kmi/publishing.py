@@ -67,17 +67,17 @@ def criteria_of(ctx: Context, target: Target) -> dict[str, Result]:
     the verify and test receipts and the signing setting; a stale receipt counts as none."""
     from kmi.criteria import BOOT, Result
 
+    def read(result: dict[str, Any]) -> Result:
+        passed = result.get("passed")  # only a JSON true passes, whatever else a file holds
+        return Result(passed if isinstance(passed, bool) else None, str(result.get("detail")))
+
     found: dict[str, Result] = {}
     verify = receipts.read(ctx.paths.receipt(target.name, "verify"), receipts.Verify)
     if verify is not None and ctx.plan.recorded(target, "verify"):
-        for name, result in verify.results.items():
-            found[name] = Result(result.get("passed"), str(result.get("detail", "")))
+        found.update((name, read(result)) for name, result in verify.results.items())
     test = receipts.read(ctx.paths.receipt(target.name, "test"), receipts.Test)
     if test is not None and ctx.plan.recorded(target, "test"):
-        for name in BOOT:
-            if name in test.checks:
-                result = test.checks[name]
-                found[name] = Result(result.get("passed"), str(result.get("detail", "")))
+        found.update((name, read(test.checks[name])) for name in BOOT if name in test.checks)
     key = ctx.settings.signing_key
     found["signature"] = (
         Result(True, f"signed by publish with {key.name}")
