@@ -100,13 +100,10 @@ def setup(
     (catalogue / "twin.yaml").write_text(
         twin.replace('version: "12"', 'version: "12"\n    latest: true')
     )
-    registry = RegistryServer(tmp_path / "registry").start()
-    proxy = RegistryProxy(registry.host).start()
     env = environment(
         catalogue,
         tmp_path,
         mirror.url,
-        KMI_REGISTRY=f"{proxy.host}/kmi",
         KMI_SOURCE_URL="https://example.invalid/kmi-catalogue",
         KMI_HTTP_RETRIES="1",
     )
@@ -116,9 +113,17 @@ def setup(
     for n, target in enumerate(TARGETS):  # what sysprep and sparsify would have left
         disk = make_disk(tmp_path / "build" / target / "disk.qcow2", f"0x{0x21 + n:x}")
         restore(env, disk)
-    yield Setup(project, proxy, registry)
-    proxy.stop()
-    registry.stop()
+    # the servers last, each stopped whatever happens after it started
+    registry = RegistryServer(tmp_path / "registry").start()
+    try:
+        proxy = RegistryProxy(registry.host).start()
+        try:
+            env["KMI_REGISTRY"] = f"{proxy.host}/kmi"
+            yield Setup(project, proxy, registry)
+        finally:
+            proxy.stop()
+    finally:
+        registry.stop()
 
 
 def skopeo_raw(reference: str) -> dict[str, object]:

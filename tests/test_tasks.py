@@ -48,6 +48,7 @@ def test_list_shows_families_and_every_target(project: Project) -> None:
         "status",
         "sysprep",
         "test",
+        "verify",
     ]
     every = project.doit("list", "--all").out
     for flavor in (
