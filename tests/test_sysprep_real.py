@@ -392,8 +392,10 @@ def test_the_real_disk_is_published_and_reads_back_byte_for_byte(
         refused = built.project.doit("publish:fixture-12", KMI_REGISTRY=where)
         assert refused.code != 0
         assert f"verify:{TARGET}" in refused.ran()
+        results = json.loads((built.project.work / "build" / "results.json").read_text())
         for criterion in ("metadata", "size", "qcow2", "packages"):
             assert f"{TARGET}: {criterion}: passed: " in refused.out, refused.out
+            assert results["criteria"][TARGET][criterion]["passed"] is True
         assert (
             "fixture-12: not published: its tier, stable, requires criteria "
             f"{TARGET} has not passed: signature (KMI_SIGNING_KEY is not set: publish would "

@@ -282,8 +282,8 @@ def _criteria_rows(doc: ImageDoc) -> list[str]:
         "## Criteria",
         "",
         f"What the `{doc.flavor.tier}` tier requires of every build before it is published "
-        "(kmi's README, \"Support tiers\"); each build's results are in the publishing run's "
-        "`results.json` and job summary.",
+        "(kmi's README, \"Support tiers\"); each build's results are in its run's "
+        "`build/results.json` (`tests`, `criteria`).",
         "",
         "| criterion | for this image |",
         "| --- | --- |",

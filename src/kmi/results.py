@@ -28,7 +28,7 @@ def read_results(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         return {}
     kept: dict[str, Any] = {"run": data["run"]} if isinstance(data.get("run"), str) else {}
-    for section in ("images", "tests"):
+    for section in ("images", "tests", "criteria"):
         entries = data.get(section)
         if isinstance(entries, dict):
             kept[section] = {k: v for k, v in entries.items() if isinstance(v, dict)}
@@ -36,8 +36,9 @@ def read_results(path: Path) -> dict[str, Any]:
 
 
 def record(path: Path, run: str, entry: Mapping[str, Any], section: str = "images") -> None:
-    """Add or replace one entry (an image's publish, or a target's test) for run `run`."""
-    name = entry["target"] if section == "tests" else entry["image"]
+    """Add or replace one entry (an image's publish, a target's test or its verify:T
+    criteria) for run `run`."""
+    name = entry["target"] if section in ("tests", "criteria") else entry["image"]
     with exclusive(path.with_name(f".{path.name}.guard")):
         data = read_results(path)
         found = data.get(section)

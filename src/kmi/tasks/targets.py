@@ -407,10 +407,12 @@ def run_verify(target: Target) -> None:
     for criterion, found in results.items():
         mark = "passed" if found.passed else "FAILED"
         say(f"{name}: {criterion}: {mark}: {found.detail}")
-    done = receipts.Verify(
-        key=keys.verify, target=name, results={k: v.to_json() for k, v in results.items()}
+    as_json = {k: v.to_json() for k, v in results.items()}
+    receipts.write(
+        CTX.paths.receipt(name, "verify"),
+        receipts.Verify(key=keys.verify, target=name, results=as_json),
     )
-    receipts.write(CTX.paths.receipt(name, "verify"), done)
+    CTX.results_entry({"target": name, **as_json}, "criteria")
 
 
 def task_verify() -> Iterator[TaskDict]:
