@@ -148,7 +148,8 @@ class Plan:
                 self._early[name] = TargetKeys(entry, dkey, checksum_key(entry, dkey))
         return self._early[name]
 
-    def _versions(self, tools: tuple[Any, ...]) -> dict[str, str]:
+    def versions(self, tools: tuple[Any, ...]) -> dict[str, str]:
+        """The versions of `tools` on this machine (what the stage keys hold)."""
         every = self._tool_versions()
         return {t.command: every[t.command] for t in tools}
 
@@ -158,11 +159,11 @@ class Plan:
             return None
         entry, dkey, ckey = early.entry, early.download, early.checksum
         try:
-            versions = self._versions(sysprep_stage.TOOLS)
+            versions = self.versions(sysprep_stage.TOOLS)
             config = self._per_flavor("sysprep", target.flavor, sysprep_stage.flavor_config)
             skey = sysprep_stage.sysprep_key(target, ckey, versions, config)
-            disk = sparsify_stage.sparsify_key(skey, self._versions(sparsify_stage.TOOLS))
-            sbom = sbom_stage.sbom_key(target, disk, self._versions(sbom_stage.TOOLS))
+            disk = sparsify_stage.sparsify_key(skey, self.versions(sparsify_stage.TOOLS))
+            sbom = sbom_stage.sbom_key(target, disk, self.versions(sbom_stage.TOOLS))
         except KmiError:  # a tool or a host file is missing: the action says which
             return TargetKeys(entry, dkey, ckey)
         test = boottest.boot_test_key(target, disk)

@@ -90,7 +90,7 @@ def _not_needed(name: str, stage: str) -> bool:
 def per_target(
     stage: str,
     action: Callable[[Target], None],
-    needs: str | None = None,
+    needs: tuple[str, ...] = (),
     clean: Callable[[Target], list[Any]] | None = None,
 ) -> Iterator[TaskDict]:
     """One task per target, `stage:T`: up to date when the plan says it is not needed;
@@ -115,8 +115,8 @@ def per_target(
             "clean": [(wipe, [name])],
             "verbosity": 2,
         }
-        if needs is not None:
-            task["task_dep"] = [f"{needs}:{name}"]
+        if needs:
+            task["task_dep"] = [f"{need}:{name}" for need in needs]
         yield task
     yield from unknown_requested(stage)
 

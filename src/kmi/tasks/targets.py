@@ -113,7 +113,7 @@ def run_checksum(target: Target) -> None:
 
 def task_checksum() -> Iterator[TaskDict]:
     """Prove each target's cached bytes still match the digest pinned in the lock."""
-    yield from per_target("checksum", run_checksum, needs="download")
+    yield from per_target("checksum", run_checksum, needs=("download",))
 
 
 # --- sysprep and sparsify -------------------------------------------------------------------
@@ -187,7 +187,7 @@ def task_sysprep() -> Iterator[TaskDict]:
         logs = [CTX.paths.log(target.name, log) for log in ("sysprep", "sysprep-console")]
         return [CTX.paths.sysprep_image(target.name), *logs]
 
-    yield from per_target("sysprep", run_sysprep, needs="checksum", clean=outputs)
+    yield from per_target("sysprep", run_sysprep, needs=("checksum",), clean=outputs)
 
 
 def run_sparsify(target: Target) -> None:
@@ -223,9 +223,7 @@ def _made_by(stage_tools: tuple[tools.Tool, ...]) -> dict[str, str]:
     """This machine, this kmi and the versions of the stage's tools (for the provenance)."""
     from kmi import provenance
 
-    every = CTX.tool_versions()
-    used = {t.command: every[t.command] for t in stage_tools if t.command in every}
-    return provenance.made_by(CTX.plan.host, used)
+    return provenance.made_by(CTX.plan.host, CTX.plan.versions(stage_tools))
 
 
 def task_sparsify() -> Iterator[TaskDict]:
@@ -234,7 +232,7 @@ def task_sparsify() -> Iterator[TaskDict]:
     def outputs(target: Target) -> list[Path]:
         return [CTX.paths.disk(target.name), CTX.paths.log(target.name, "sparsify")]
 
-    yield from per_target("sparsify", run_sparsify, needs="sysprep", clean=outputs)
+    yield from per_target("sparsify", run_sparsify, needs=("sysprep",), clean=outputs)
 
 
 # --- sbom (the final disk's installed packages) --------------------------------------------
@@ -275,7 +273,7 @@ def task_sbom() -> Iterator[TaskDict]:
     def outputs(target: Target) -> list[Path]:
         return [CTX.paths.sbom(target.name), CTX.paths.log(target.name, "sbom")]
 
-    yield from per_target("sbom", run_sbom, needs="sparsify", clean=outputs)
+    yield from per_target("sbom", run_sbom, needs=("sparsify",), clean=outputs)
 
 
 # --- build (the per-arch containerdisk) ---------------------------------------------------
@@ -302,7 +300,7 @@ def task_build() -> Iterator[TaskDict]:
             build / "bake-metadata.json",
         ]
 
-    yield from per_target("build", run_build, needs="sparsify", clean=outputs)
+    yield from per_target("build", run_build, needs=("sparsify",), clean=outputs)
 
 
 # --- test (the boot test) ----------------------------------------------------------------
@@ -345,7 +343,7 @@ def task_test() -> Iterator[TaskDict]:
         logs = CTX.paths.log(target.name, "test").parent
         return [logs / "test-checks.json", logs / "test-console.log"]
 
-    yield from per_target("test", run_test, needs="sparsify", clean=outputs)
+    yield from per_target("test", run_test, needs=("sparsify",), clean=outputs)
 
 
 # --- push (the per-arch image by digest, for a publish job elsewhere) -----------------------
@@ -363,7 +361,7 @@ def task_push() -> Iterator[TaskDict]:
     the flavor requires one), for `publish` with KMI_PUBLISH_FROM=pushed to index."""
     from kmi.publishing import gated
 
-    for task in per_target("push", run_push, needs="build"):
+    for task in per_target("push", run_push, needs=("build",)):
         target = CTX.targets.get(task["name"])
         if target is not None and gated(target.flavor, CTX.settings):
             task["task_dep"] = [*task["task_dep"], f"test:{target.name}"]
@@ -418,7 +416,4 @@ def run_verify(target: Target) -> None:
 def task_verify() -> Iterator[TaskDict]:
     """Check the tiers' criteria that need no boot on each built image (metadata, size, qcow2,
     packages); publish holds a stable or proposed flavor to them."""
-    for task in per_target("verify", run_verify, needs="build"):
-        if "task_dep" in task:
-            task["task_dep"] = [*task["task_dep"], f"sbom:{task['name']}"]
-        yield task
+    yield from per_target("verify", run_verify, needs=("build", "sbom"))
